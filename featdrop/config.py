@@ -1,0 +1,175 @@
+"""One flat, frozen run configuration.
+
+Field names are the papermill parameter names of ``notebooks/pretrain.ipynb``, the keys of a
+run's ``config.json`` and the words used in the README. ``None`` means "take it from the preset".
+Presets are named sets of values (``PRESETS``), resolved by :func:`resolve`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+IMAGE_OVERLAYS = ("none", "shapes", "digits", "letters")
+AUDIO_OVERLAYS = ("noise",)
+OVERLAYS = IMAGE_OVERLAYS + AUDIO_OVERLAYS
+VIEWS = ("expert", "viewmaker")
+PRESET_NAMES = ("auto", "quick", "paper")
+LOSSES = ("simclr", "reference", "ifm")
+ENCODERS = ("resnet18", "convnet")
+PROBES = ("fast", "reference")
+AUDIO_VIEWS = ("spectral", "waveform")
+NOISE_DRAWS = ("shared", "independent")
+AUDIO_DATASETS = ("fsdd", "audiomnist")
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- what to study
+    overlay: str = "shapes"          # none | shapes | digits | letters (CIFAR-10) | noise (spoken digits)
+    views: str = "expert"            # expert (hand-designed) | viewmaker (learned, adversarial)
+    preset: str = "auto"             # auto: paper on CUDA, quick on CPU
+    # --- optimisation (None: from the preset)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None          # encoder SGD learning rate
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    viewmaker_lr: float = 1e-3       # viewmaker Adam learning rate
+    temperature: float = 0.07        # τ
+    loss: str = "simclr"             # simclr (NT-Xent) | reference (one-directional, self term kept) | ifm
+    ifm_epsilon: float = 0.1         # IFM ε (cosine units); 0 = plain SimCLR
+    ifm_alpha: float = 1.0           # IFM α: L = (L + α·L_ε)/(1+α)
+    # --- views
+    budget: float | None = None      # viewmaker ε, mean |δ| per example (0.05; 0.1 letters; 0.125 audio)
+    clamp: bool = False              # clamp viewmaker views to the data range (reference: off)
+    num_res_blocks: int = 3
+    # --- model
+    encoder: str | None = None       # resnet18 | convnet
+    projection_head: bool = False    # MLP head before the 128-d output (reference: off)
+    embedding_dim: int = 128
+    # --- data
+    subset: int | None = None        # number of training examples (None: all)
+    test_subset: int | None = None   # number of test examples (None: all)
+    overlay_resample: bool = False   # redraw training overlays every epoch (reference: yes)
+    overlay_size: float = 1.0        # overlay scale relative to the reference geometry
+    overlay_opacity: float = 1.0     # multiplies the overlay's alpha (shapes: 180/255 × this)
+    noise_volume: float = 0.05       # audio: peak amplitude of the background noise
+    noise_draw: str = "shared"       # audio: noise class shared by both views | independent (reference)
+    audio_views: str = "spectral"    # audio expert views: spectral (SpecAugment-like) | waveform
+    audio_dataset: str = "fsdd"      # fsdd (offline copy) | audiomnist (download it yourself)
+    # --- probes
+    probe: str = "fast"              # fast: cached features + on-device logistic regression | reference
+    probe_epochs: int | None = None
+    knn_k: int = 200
+    # --- run
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    compile: bool = False            # torch.compile the encoder and viewmaker (CUDA only)
+    data_dir: str | None = None      # default: $FEATDROP_DATA, else ./data
+    out_dir: str | None = None       # default: runs/<overlay>-<views>-seed<seed>
+    download: bool = True            # let torchvision download missing data sets
+    progress: bool = True            # show a progress bar
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference hyperparameters (feature_dropout.md §2.3): ResNet-18, 200 epochs, full data.
+    "paper": dict(epochs=200, batch_size=256, lr=0.03, encoder="resnet18", probe_epochs=100),
+    # Small ConvNet on a subset: pretraining + both probes in ≤ 10 min on a 2-core CPU.
+    "quick": dict(epochs=15, batch_size=256, lr=0.03, encoder="convnet", subset=5000,
+                  test_subset=2000, probe_epochs=100),
+}
+# Budgets by overlay (feature_dropout.md §1.4).
+DEFAULT_BUDGET = {"letters": 0.1, "noise": 0.125}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field, the value and what is allowed."""
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def _bad(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config field {name!r} = {value!r} is invalid: allowed {allowed}")
+
+
+def make(**kwargs: Any) -> Config:
+    """Build a Config from keyword arguments, rejecting unknown names loudly."""
+    known = set(field_names())
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+    return validate(Config(**kwargs))
+
+
+def validate(cfg: Config) -> Config:
+    choices = dict(overlay=OVERLAYS, views=VIEWS, preset=PRESET_NAMES, loss=LOSSES, probe=PROBES,
+                   audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS)
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise _bad(name, getattr(cfg, name), "one of " + ", ".join(allowed))
+    if cfg.encoder is not None and cfg.encoder not in ENCODERS:
+        raise _bad("encoder", cfg.encoder, "one of " + ", ".join(ENCODERS) + " or None")
+    for name in ("epochs", "batch_size", "subset", "test_subset", "probe_epochs", "knn_k", "embedding_dim"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise _bad(name, v, "a positive integer" + ("" if name in ("knn_k", "embedding_dim") else " or None"))
+    for name in ("budget", "lr", "temperature", "viewmaker_lr", "overlay_size", "overlay_opacity", "noise_volume"):
+        v = getattr(cfg, name)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+            raise _bad(name, v, "a positive number")
+    if cfg.overlay_opacity > 1:
+        raise _bad("overlay_opacity", cfg.overlay_opacity, "a number in (0, 1]")
+    for name in ("momentum", "weight_decay", "ifm_epsilon", "ifm_alpha"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and v >= 0):
+            raise _bad(name, v, "a non-negative number")
+    if not isinstance(cfg.num_res_blocks, int) or not 1 <= cfg.num_res_blocks <= 5:
+        raise _bad("num_res_blocks", cfg.num_res_blocks, "an integer from 1 to 5")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or (isinstance(dev, str) and dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise _bad("device", dev, "auto, cpu, cuda or cuda:N")
+    return cfg
+
+
+def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
+    """Fill every ``None`` from the preset, the overlay and the environment; validate."""
+    import torch
+
+    validate(cfg)
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    preset = cfg.preset if cfg.preset != "auto" else ("paper" if cuda_available else "quick")
+    values = dataclasses.asdict(cfg)
+    values["preset"] = preset
+    for key, val in PRESETS[preset].items():
+        if values[key] is None:
+            values[key] = val
+    if values["budget"] is None:
+        values["budget"] = DEFAULT_BUDGET.get(cfg.overlay, 0.05)
+    if values["data_dir"] is None:
+        values["data_dir"] = default_data_dir()
+    if values["out_dir"] is None:
+        values["out_dir"] = str(Path("runs") / f"{cfg.overlay}-{cfg.views}-seed{cfg.seed}")
+    if values["device"] == "auto":
+        values["device"] = "cuda" if cuda_available else "cpu"
+    if cfg.overlay == "noise" and cfg.batch_size is None and preset == "paper":
+        values["batch_size"] = 128  # the reference's audio batch (feature_dropout.md §2.5)
+    return validate(Config(**values))
+
+
+def default_data_dir() -> str:
+    return os.environ.get("FEATDROP_DATA") or "data"
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    return make(**d)
