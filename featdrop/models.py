@@ -1,0 +1,96 @@
+"""Encoders. ``forward(x)`` gives the embedding fed to the loss; ``features(x)`` gives
+``(pooled, prepool)`` for probing.
+
+- ``ResNet18``: the CIFAR ResNet-18 of SimCLR / the viewmaker code (3×3 stride-1 stem, no max-pool,
+  stages 64/128/256/512, 4×4 average pool, linear 512 → 128; optional MLP projection head).
+  With ``audio=True`` it is torchvision's ImageNet ResNet-18 layout for 1-channel 64×64 log-mels
+  (7×7 stride-2 stem with max-pool), as the reference's audio encoder.
+- ``ConvNet``: four conv–BN–ReLU stages for quick CPU runs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class Encoder(nn.Module):
+    """Shared head: body → (prepool map) → global average pool → [MLP] → linear embedding."""
+
+    def __init__(self, width: int, embedding_dim: int, projection_head: bool):
+        super().__init__()
+        head = [nn.Linear(width, width), nn.ReLU(inplace=True)] if projection_head else []
+        self.head = nn.Sequential(*head, nn.Linear(width, embedding_dim))
+        self.feature_dim = width
+
+    def body(self, x):
+        raise NotImplementedError
+
+    def features(self, x):
+        prepool = self.body(x)                          # (B, C, h, w)
+        return prepool.mean(dim=(2, 3)), prepool.flatten(1)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean(dim=(2, 3)))  # (B, embedding_dim)
+
+
+class ResNet18(Encoder):
+    def __init__(self, in_channels: int = 3, embedding_dim: int = 128, projection_head: bool = False,
+                 audio: bool = False):
+        super().__init__(512, embedding_dim, projection_head)
+        if audio:  # torchvision layout: 7×7/2 stem + max-pool; 64×64 input → 2×2×512 pre-pool
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        else:      # CIFAR layout: 3×3/1 stem, no max-pool; 32×32 input → 4×4×512 pre-pool
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
+                                      nn.ReLU(inplace=True))
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+
+    def body(self, x):
+        return self.layers(self.stem(x))
+
+
+class ConvNet(Encoder):
+    """conv3×3–BN–ReLU ×4 with 2× max-pools: 32×32 → 256×2×2 pre-pool (1024-d)."""
+
+    def __init__(self, in_channels: int = 3, embedding_dim: int = 128, projection_head: bool = False,
+                 widths: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__(widths[-1], embedding_dim, projection_head)
+        blocks, cin = [], in_channels
+        for i, cout in enumerate(widths):
+            blocks += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            blocks.append(nn.MaxPool2d(2) if i < len(widths) - 1 else nn.AdaptiveAvgPool2d(2))
+            cin = cout
+        self.net = nn.Sequential(*blocks)
+
+    def body(self, x):
+        return self.net(x)
+
+
+def build_encoder(name: str, in_channels: int = 3, embedding_dim: int = 128, projection_head: bool = False,
+                  audio: bool = False) -> Encoder:
+    if name == "resnet18":
+        return ResNet18(in_channels, embedding_dim, projection_head, audio=audio)
+    if name == "convnet":
+        return ConvNet(in_channels, embedding_dim, projection_head)
+    raise ValueError(f"encoder={name!r} is unknown: allowed resnet18, convnet")

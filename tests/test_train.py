@@ -1,0 +1,79 @@
+"""Training: the loss goes down, runs resume to identical results, non-finite losses stop cleanly."""
+import json
+
+import pytest
+import torch
+
+from featdrop import losses, runs, train, views
+from featdrop.models import ConvNet
+from conftest import needs_cifar
+
+TINY = dict(overlay="shapes", subset=256, test_subset=128, batch_size=64, epochs=2, encoder="convnet",
+            viewmaker_width=8, progress=False, knn_k=20)
+
+
+def test_a_few_steps_on_one_batch_lower_the_loss():
+    torch.manual_seed(0)
+    enc = ConvNet(widths=(8, 16, 32, 32))
+    x = torch.rand(64, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    v1, v2 = views.normalize(views.expert_views(x, g)), views.normalize(views.expert_views(x, g))
+    opt = torch.optim.SGD(enc.parameters(), lr=0.05, momentum=0.9)
+    first = None
+    for _ in range(15):
+        loss = losses.nt_xent(enc(v1), enc(v2), 0.2)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first - 0.3
+
+
+def strip_times(history):
+    return [{k: v for k, v in row.items() if k not in ("epoch_s", "images_per_s")} for row in history]
+
+
+@needs_cifar
+@pytest.mark.parametrize("views_", ["expert", "viewmaker"])
+def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, data_dir, views_):
+    kw = dict(TINY, views=views_, data_dir=data_dir)
+    full = train.pretrain(out_dir=str(tmp_path / "full"), **kw)
+    part = train.pretrain(out_dir=str(tmp_path / "part"), stop_after=1, **kw)
+    assert part == {"stopped_at_epoch": 1}
+    assert len(runs.read_history(tmp_path / "part" / "history.jsonl")) == 1
+    resumed = train.pretrain(out_dir=str(tmp_path / "part"), **kw)
+    assert resumed["resumed"] is True
+    for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
+        assert resumed[key] == full[key], key
+    assert strip_times(runs.read_history(tmp_path / "part" / "history.jsonl")) == \
+        strip_times(runs.read_history(tmp_path / "full" / "history.jsonl"))
+    # the run directory describes itself
+    cfg = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert cfg["views"] == views_ and cfg["epochs"] == 2
+    m = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    assert runs.all_finite(m) and 0 <= m["probe_main"] <= 1 and m["device"] == "cpu"
+    h = runs.read_history(tmp_path / "full" / "history.jsonl")
+    assert [r["epoch"] for r in h] == [1, 2] and all(r["images_per_s"] > 0 for r in h)
+    assert ("viewmaker_loss" in h[0]) == (views_ == "viewmaker")
+
+
+@needs_cifar
+def test_resume_with_a_different_config_is_refused(tmp_path, data_dir):
+    kw = dict(TINY, data_dir=data_dir, out_dir=str(tmp_path))
+    train.pretrain(stop_after=1, **kw)
+    with pytest.raises(train.ConfigError, match="temperature"):
+        train.pretrain(**{**kw, "temperature": 0.5})
+
+
+@needs_cifar
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
+    kw = dict(TINY, data_dir=data_dir, out_dir=str(tmp_path), epochs=3)
+    train.pretrain(stop_after=1, **kw)
+    good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    monkeypatch.setattr(losses, "contrastive_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(train.NonFiniteLossError, match="epoch 2.*last good checkpoint \\(epoch 1\\)"):
+        train.pretrain(**kw)
+    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert kept["epoch"] == 1
+    assert all(torch.equal(kept["encoder"][k], good["encoder"][k]) for k in good["encoder"])
+    assert not (tmp_path / "metrics.json").exists()
