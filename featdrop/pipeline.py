@@ -34,7 +34,7 @@ def image_modality() -> Modality:
     return Modality(
         in_channels=3,
         clean=lambda raw: views.normalize(base(raw)),
-        expert=lambda raw, g: views.normalize(views.expert_views(base(raw), g)),
+        expert=lambda raw, g: views.expert_views(raw.float(), g, in_scale=1 / 255, normalized=True),
         base=base,
         to_encoder=views.normalize,
         clamp=(0.0, 1.0),

@@ -1,12 +1,23 @@
 """Expert (hand-designed) SimCLR views, batched with per-sample randomness, on any device.
 
 The reference pipeline (feature_dropout.md §3.1; SimCLR's CIFAR recipe): RandomResizedCrop(32,
-scale 0.2–1, ratio 3/4–4/3) → ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 → grayscale with p 0.2 →
-Gaussian blur σ ~ U[0.1, 2] with p 0.5 → horizontal flip. torchvision draws one parameter set per
-call, so here every op draws a tensor of parameters, one row per sample, from an explicit
-``torch.Generator``. Crop and flip are one affine resampling (``grid_sample``); the blur is a
-grouped convolution with one kernel per sample; the jitter ops run in a random order per sample,
-as torchvision's ColorJitter does.
+scale 0.2–1, ratio 3/4–4/3) → ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, ops in random order →
+grayscale with p 0.2 → Gaussian blur σ ~ U[0.1, 2] with p 0.5 → horizontal flip. torchvision draws
+one parameter set per call; here every op draws one row of parameters per sample from an explicit
+``torch.Generator``.
+
+Every op is linear, which makes the batch cheap:
+- crop, flip and blur are separable spatial maps: per sample, one (H, H) matrix for the rows and one
+  (W, W) for the columns, so the spatial part of a view is ``rows @ x @ colsᵀ``;
+- brightness, contrast, saturation, hue and grayscale are affine colour maps, composed per sample
+  (in that sample's random order) into one 3×3 matrix and offset.
+A blur (weights summing to one) commutes with a per-pixel affine map, so the view is
+``clamp(A · (rows @ x @ colsᵀ) + t, 0, 1)``.
+
+Deviations from torchvision, by design: no clamping between the jitter ops (one clamp at the end),
+and the hue jitter is a rotation of RGB space about the grey axis (a linear map) rather than a shift
+of the HSV hue angle. For |h| ≤ 0.1 turns it moves colours the same way; on random pixels its mean
+distance to torchvision's result is about 0.04 (no shift at all: 0.056).
 """
 from __future__ import annotations
 
@@ -17,7 +28,7 @@ import torch.nn.functional as F
 
 CIFAR_MEAN = (0.491, 0.482, 0.446)
 CIFAR_STD = (0.247, 0.243, 0.261)
-GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, torchvision's rgb_to_grayscale constants
 BLUR_KERNEL = 13              # covers ±3σ for σ ≤ 2
 
 
@@ -31,100 +42,133 @@ def _u(n, lo, hi, g, dev):
     return lo + (hi - lo) * torch.rand(n, generator=g, device=dev)
 
 
-def crop_flip(x: torch.Tensor, g: torch.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_p=0.5):
-    """Random resized crop (area fraction ~ U(scale), log aspect ~ U(log ratio)) and flip, bilinear."""
-    n, dev = x.shape[0], x.device
-    w = h = torch.ones(n, device=dev)
-    ok = torch.zeros(n, dtype=torch.bool, device=dev)
-    for _ in range(10):  # torchvision's 10 tries; samples that never fit keep the whole image
-        area = _u(n, *scale, g, dev)
-        r = torch.exp(_u(n, math.log(ratio[0]), math.log(ratio[1]), g, dev))
-        tw, th = torch.sqrt(area * r), torch.sqrt(area / r)
-        fits = (tw <= 1) & (th <= 1) & ~ok
-        w, h, ok = torch.where(fits, tw, w), torch.where(fits, th, h), ok | fits
-    cx = _u(n, 0, 1, g, dev) * (1 - w) + w / 2  # crop centre in [0, 1] image coordinates
-    cy = _u(n, 0, 1, g, dev) * (1 - h) + h / 2
-    sign = torch.where(torch.rand(n, generator=g, device=dev) < flip_p, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3, device=dev)
-    theta[:, 0, 0], theta[:, 0, 2] = w * sign, 2 * cx - 1
-    theta[:, 1, 1], theta[:, 1, 2] = h, 2 * cy - 1
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+# ------------------------------------------------------------------------------- spatial maps
+def interp_matrix(start, length, size: int, flip=None) -> torch.Tensor:
+    """Bilinear resampling as matrices (n, size, size): row i holds the weights output pixel i gives
+    the input pixels, for a crop [start, start + length) (fractions of the side), optionally mirrored.
+    Equals grid_sample(bilinear, align_corners=False) on a crop inside the image."""
+    n, dev = start.shape[0], start.device
+    i = torch.arange(size, device=dev, dtype=start.dtype)
+    if flip is not None:  # mirrored output: pixel i reads where pixel size-1-i would have
+        i = torch.where(flip[:, None], size - 1 - i[None], i[None])
+    src = ((start[:, None] + (i + 0.5) / size * length[:, None]) * size - 0.5).clamp(0, size - 1)
+    lo = src.floor().long().clamp(max=size - 2)
+    frac = src - lo
+    m = torch.zeros(n, size, size, device=dev, dtype=start.dtype)
+    m.scatter_add_(2, lo[..., None], (1 - frac)[..., None])
+    m.scatter_add_(2, (lo + 1)[..., None], frac[..., None])
+    return m
 
 
-def grayscale(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(GRAY, device=x.device, dtype=x.dtype)
-    return (x * w[:, None, None]).sum(1, keepdim=True).expand_as(x)
+def blur_matrix(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, size, size) matrices of a Gaussian blur with reflect padding, one σ per sample."""
+    t = torch.arange(BLUR_KERNEL, device=sigma.device) - BLUR_KERNEL // 2
+    k = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
+    k = k / k.sum(1, keepdim=True)                                     # (n, K)
+    src = torch.arange(size, device=sigma.device)[:, None] + t[None]   # (size, K) source pixel
+    src = torch.where(src < 0, -src, torch.where(src >= size, 2 * (size - 1) - src, src))  # reflect
+    return torch.einsum("nk,iks->nis", k, F.one_hot(src, size).to(k.dtype))
 
 
-def _blend(a, b, f):  # f·a + (1 − f)·b, clamped, with f (n,)
-    return (b + f[:, None, None, None] * (a - b)).clamp(0, 1)
+def crop_params(n, g, dev, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10):
+    """torchvision's RandomResizedCrop draw: area ~ U(scale), log aspect ~ U(log ratio), the first of
+    10 tries that fits, else the whole image. Returns x0, y0, w, h as fractions of the side, (n,) each."""
+    area = scale[0] + (scale[1] - scale[0]) * torch.rand(n, tries, generator=g, device=dev)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, tries, generator=g, device=dev)
+    tw, th = torch.sqrt(area * torch.exp(log_r)), torch.sqrt(area * torch.exp(-log_r))
+    fits = (tw <= 1) & (th <= 1)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # index of the first fitting try
+    any_fit = fits.any(1)
+    w = torch.where(any_fit, tw.gather(1, first)[:, 0], torch.ones(n, device=dev))
+    h = torch.where(any_fit, th.gather(1, first)[:, 0], torch.ones(n, device=dev))
+    return _u(n, 0, 1, g, dev) * (1 - w), _u(n, 0, 1, g, dev) * (1 - h), w, h
 
 
-def shift_hue(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Rotate hue by h (n,) turns in HSV space, as torchvision's adjust_hue."""
-    r, g_, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    hue = torch.where(maxc == r, (g_ - b) / safe, torch.where(maxc == g_, 2 + (b - r) / safe, 4 + (r - g_) / safe))
-    hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue))
-    hue = (hue + h[:, None, None]) % 1.0
-    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
-    v = maxc
-    k = (5 - 2 * torch.arange(3, device=x.device, dtype=x.dtype))[None, :, None, None]  # n = 5, 3, 1 for R, G, B
-    kk = (k + hue[:, None] * 6) % 6
-    return v[:, None] - v[:, None] * sat[:, None] * (torch.minimum(kk, 4 - kk).clamp(0, 1))
+def apply_maps(x, rows, cols, A, t, lo=0.0, hi=1.0):
+    """clamp(A · (rows @ x @ colsᵀ) + t, lo, hi) for x (n, C, H, W), rows (n, H, H), cols (n, W, W),
+    A (n, C, C), t (n, C); lo, hi scalars or (C,). Colour and spatial maps act on different axes, so
+    they commute; mixing the colours first lets the column map run as one (n, C·H, W) @ (n, W, W)."""
+    n, c, hgt, wid = x.shape
+    z = (A @ x.reshape(n, c, hgt * wid)).view(n, c * hgt, wid) @ cols.transpose(1, 2)
+    z = rows[:, None] @ z.view(n, c, hgt, wid)
+    z = z.add_(t[:, :, None, None])
+    if torch.is_tensor(lo):
+        return torch.clamp(z, lo[:, None, None], hi[:, None, None])
+    return z.clamp_(lo, hi)
 
 
-def color_jitter(x: torch.Tensor, g: torch.Generator, b=0.4, c=0.4, s=0.4, hue=0.1, p=0.8):
-    n, dev = x.shape[0], x.device
-    factors = [_u(n, 1 - b, 1 + b, g, dev), _u(n, 1 - c, 1 + c, g, dev), _u(n, 1 - s, 1 + s, g, dev),
-               _u(n, -hue, hue, g, dev)]
+# -------------------------------------------------------------------------------- colour maps
+def _eye(n, dev):
+    return torch.eye(3, device=dev).expand(n, 3, 3)
+
+
+def gray_matrix(n, dev):
+    """(n, 3, 3): every output channel becomes the luma gᵀx."""
+    return torch.outer(torch.ones(3, device=dev), torch.tensor(GRAY, device=dev)).expand(n, 3, 3)
+
+
+def hue_matrix(h: torch.Tensor) -> torch.Tensor:
+    """(n, 3, 3) rotation of RGB space by h turns about the grey axis (1, 1, 1)/√3 (Rodrigues)."""
+    theta = 2 * math.pi * h
+    k = torch.full((3,), 3 ** -0.5, device=h.device)
+    K = torch.tensor([[0.0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=h.device) * k[0]  # cross-product matrix of k
+    eye = torch.eye(3, device=h.device)
+    return eye + torch.sin(theta)[:, None, None] * K + (1 - torch.cos(theta))[:, None, None] * (K @ K)
+
+
+def jitter_affine(mean_rgb, g, b=0.4, c=0.4, s=0.4, hue=0.1, p=0.8):
+    """ColorJitter as an affine map per sample: returns A (n, 3, 3), t (n, 3) with y = A x + t.
+
+    ``mean_rgb (n, 3)``: each image's mean colour, for the contrast op (which blends towards the
+    mean grey level of the image as it stands when the op runs)."""
+    n, dev = mean_rgb.shape[0], mean_rgb.device
+    fb, fc, fs = _u(n, 1 - b, 1 + b, g, dev), _u(n, 1 - c, 1 + c, g, dev), _u(n, 1 - s, 1 + s, g, dev)
+    fh = _u(n, -hue, hue, g, dev)
     apply = torch.rand(n, generator=g, device=dev) < p
-    order = torch.argsort(torch.rand(n, 4, generator=g, device=dev), dim=1)  # a random op order per sample
+    order = torch.argsort(torch.rand(n, 4, generator=g, device=dev), dim=1)  # random op order per sample
+    eye, gray = _eye(n, dev), gray_matrix(n, dev)
+    luma = torch.tensor(GRAY, device=dev)
+    A, t = eye.clone(), torch.zeros(n, 3, device=dev)
+    hue_m = hue_matrix(fh)
+    sat_m = fs[:, None, None] * eye + (1 - fs[:, None, None]) * gray
     for step in range(4):
-        for op in range(4):
-            idx = torch.nonzero(apply & (order[:, step] == op)).flatten()
-            if idx.numel() == 0:
-                continue
-            xi, f = x[idx], factors[op][idx]
-            if op == 0:
-                xi = _blend(xi, torch.zeros_like(xi), f)
-            elif op == 1:
-                xi = _blend(xi, grayscale(xi).mean(dim=(1, 2, 3), keepdim=True).expand_as(xi), f)
-            elif op == 2:
-                xi = _blend(xi, grayscale(xi), f)
-            else:
-                xi = shift_hue(xi, f)
-            x = x.index_copy(0, idx, xi)
-    return x
+        op = torch.where(apply, order[:, step], torch.full_like(order[:, step], -1))[:, None, None]
+        # brightness: y·f;  contrast: f·y + (1 − f)·mean grey;  saturation: f·y + (1 − f)·grey(y);  hue
+        grey_level = ((A @ mean_rgb[..., None])[..., 0] + t) @ luma          # (n,)
+        M = torch.where(op == 0, fb[:, None, None] * eye,
+            torch.where(op == 1, fc[:, None, None] * eye,
+            torch.where(op == 2, sat_m, torch.where(op == 3, hue_m, eye))))
+        offset = torch.where(op[:, :, 0] == 1, ((1 - fc) * grey_level)[:, None].expand(n, 3), torch.zeros_like(t))
+        A, t = M @ A, (M @ t[..., None])[..., 0] + offset
+    return A, t
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each sample with its own σ (n,): separable, reflect padding, one grouped conv per axis."""
-    n, ch, hgt, wid = x.shape
-    t = torch.arange(BLUR_KERNEL, device=x.device, dtype=x.dtype) - BLUR_KERNEL // 2
-    k = torch.exp(-0.5 * (t[None] / sigma[:, None].to(x.dtype)) ** 2)
-    k = (k / k.sum(1, keepdim=True)).repeat_interleave(ch, 0)  # (n·ch, K)
-    pad = BLUR_KERNEL // 2
-    y = F.pad(x.reshape(1, n * ch, hgt, wid), (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, k[:, None, :, None], groups=n * ch)
-    y = F.conv2d(y, k[:, None, None, :], groups=n * ch)
-    return y.reshape(n, ch, hgt, wid)
-
-
+# ------------------------------------------------------------------------------------ the view
 def expert_views(x: torch.Tensor, g: torch.Generator, *, jitter_p=0.8, gray_p=0.2, blur_p=0.5,
-                 blur_sigma=(0.1, 2.0), scale=(0.2, 1.0), flip_p=0.5) -> torch.Tensor:
-    """One view per sample of ``x (B, 3, H, W)`` in [0, 1]; the result stays in [0, 1]."""
-    n, dev = x.shape[0], x.device
-    x = crop_flip(x, g, scale=scale, flip_p=flip_p).clamp(0, 1)
-    x = color_jitter(x, g, p=jitter_p)
-    gray = torch.rand(n, generator=g, device=dev) < gray_p
-    x = torch.where(gray[:, None, None, None], grayscale(x), x)
+                 blur_sigma=(0.1, 2.0), scale=(0.2, 1.0), flip_p=0.5, in_scale: float = 1.0,
+                 normalized: bool = False) -> torch.Tensor:
+    """One view per sample of ``x (B, 3, H, W)``, where ``x · in_scale`` is in [0, 1].
+
+    The view is in [0, 1], or CIFAR-normalised when ``normalized`` (folded into the same affine map
+    and clamp, so a uint8 batch becomes encoder input in one pass: ``in_scale=1/255``)."""
+    n, dev, (hgt, wid) = x.shape[0], x.device, x.shape[2:]
+    x0, y0, w, h = crop_params(n, g, dev, scale)
+    flip = torch.rand(n, generator=g, device=dev) < flip_p
+    rows, cols = interp_matrix(y0, h, hgt), interp_matrix(x0, w, wid, flip)
     sigma = _u(n, *blur_sigma, g, dev)
-    blur = torch.nonzero(torch.rand(n, generator=g, device=dev) < blur_p).flatten()
-    if blur.numel():
-        x = x.index_copy(0, blur, gaussian_blur(x[blur], sigma[blur]))
-    return x
+    blur = torch.rand(n, generator=g, device=dev) < blur_p
+    rows = torch.where(blur[:, None, None], blur_matrix(sigma, hgt) @ rows, rows)
+    cols = torch.where(blur[:, None, None], blur_matrix(sigma, wid) @ cols, cols)
+    # each view's mean colour, for the contrast op: the crop's mean = (row weights)ᵀ x (column weights)
+    mean_rgb = torch.einsum("nh,nchw,nw->nc", rows.mean(1), x, cols.mean(1)).float() * in_scale
+    A, t = jitter_affine(mean_rgb, g, p=jitter_p)
+    to_gray = torch.rand(n, generator=g, device=dev) < gray_p
+    G = gray_matrix(n, dev)
+    A = torch.where(to_gray[:, None, None], G @ A, A) * in_scale
+    t = torch.where(to_gray[:, None], (G @ t[..., None])[..., 0], t)
+    lo, hi = 0.0, 1.0
+    if normalized:  # (clamp(y, 0, 1) − μ)/σ = clamp((y − μ)/σ, −μ/σ, (1 − μ)/σ)
+        mu, sd = torch.tensor(CIFAR_MEAN, device=dev), torch.tensor(CIFAR_STD, device=dev)
+        A, t = A / sd[:, None], (t - mu) / sd
+        lo, hi = (-mu / sd).to(x.dtype), ((1 - mu) / sd).to(x.dtype)
+    return apply_maps(x, rows.to(x.dtype), cols.to(x.dtype), A.to(x.dtype), t.to(x.dtype), lo, hi)
