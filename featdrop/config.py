@@ -62,6 +62,8 @@ class Config:
     noise_draw: str = "shared"       # audio: noise class shared by both views | independent (reference)
     audio_views: str = "spectral"    # audio expert views: spectral (SpecAugment-like) | waveform
     audio_dataset: str = "fsdd"      # fsdd (offline copy) | audiomnist (download it yourself)
+    # audio: comma-separated WAV names in <data_dir>/noise/, one class each; alt label = position
+    noise_classes: str = "babble,traffic,machinery"
     # --- probes
     probe: str = "fast"              # fast: cached features + on-device logistic regression | reference
     probe_epochs: int | None = None
@@ -82,6 +84,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Small ConvNet on a subset: pretraining + both probes in ≤ 10 min on a 2-core CPU.
     "quick": dict(epochs=10, batch_size=256, lr=0.03, encoder="convnet", viewmaker_width=16, subset=5000,
                   test_subset=2000, probe_epochs=100),
+}
+# Overrides for the audio study (overlay="noise"), applied before PRESETS.
+AUDIO_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(batch_size=128),  # the reference's audio batch (feature_dropout.md §2.5)
+    # FSDD, 1,000 of the 2,000 train clips (all 1,000 test clips), 3 epochs: 64×64 inputs cost ~4× a
+    # 32×32 image and a viewmaker step ~4× an expert step on a CPU; ≤ 10 min on 2 cores for both views.
+    "quick": dict(subset=1000, test_subset=None, batch_size=64, epochs=3, viewmaker_width=8),
 }
 # Budgets by overlay (feature_dropout.md §1.4).
 DEFAULT_BUDGET = {"letters": 0.1, "noise": 0.125}
@@ -125,6 +134,10 @@ def validate(cfg: Config) -> Config:
         v = getattr(cfg, name)
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
             raise _bad(name, v, "a positive number")
+    names = [n.strip() for n in cfg.noise_classes.split(",")] if isinstance(cfg.noise_classes, str) else None
+    if not names or not all(names) or len(set(names)) != len(names) or any("/" in n or "\\" in n for n in names):
+        raise _bad("noise_classes", cfg.noise_classes, "a comma-separated list of distinct WAV file stems "
+                   "(no paths) in <data_dir>/noise/, e.g. 'babble,traffic,machinery'")
     if cfg.overlay_opacity > 1:
         raise _bad("overlay_opacity", cfg.overlay_opacity, "a number in (0, 1]")
     for name in ("momentum", "weight_decay", "ifm_epsilon", "ifm_alpha"):
@@ -149,7 +162,10 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
     preset = cfg.preset if cfg.preset != "auto" else ("paper" if cuda_available else "quick")
     values = dataclasses.asdict(cfg)
     values["preset"] = preset
-    for key, val in PRESETS[preset].items():
+    preset_values = dict(PRESETS[preset])
+    if cfg.overlay in AUDIO_OVERLAYS:
+        preset_values.update(AUDIO_PRESETS[preset])
+    for key, val in preset_values.items():
         if values[key] is None:
             values[key] = val
     if values["budget"] is None:
@@ -160,8 +176,6 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
         values["out_dir"] = str(Path("runs") / f"{cfg.overlay}-{cfg.views}-seed{cfg.seed}")
     if values["device"] == "auto":
         values["device"] = "cuda" if cuda_available else "cpu"
-    if cfg.overlay == "noise" and cfg.batch_size is None and preset == "paper":
-        values["batch_size"] = 128  # the reference's audio batch (feature_dropout.md §2.5)
     return validate(Config(**values))
 
 

@@ -21,10 +21,14 @@ class Modality:
     in_channels: int
     clean: Callable          # raw (B, ...) → encoder input
     expert: Callable         # (raw, generator) → encoder input of one expert view
+    expert_base: Callable    # (raw, generator) → the same kind of view, in ``base`` space (for display)
     base: Callable           # raw → tensor the viewmaker perturbs
     to_encoder: Callable     # perturbed tensor → encoder input
     clamp: tuple[float, float]  # the valid range of ``base`` (used when cfg.clamp)
     audio: bool = False
+    # raw batch → the raw inputs of view 1 and view 2; identity unless a modality stores two
+    # versions per item (audio with noise_draw="independent": two independent noise draws)
+    pair: Callable = staticmethod(lambda raw: (raw, raw))
 
 
 def image_modality() -> Modality:
@@ -35,6 +39,7 @@ def image_modality() -> Modality:
         in_channels=3,
         clean=lambda raw: views.normalize(base(raw)),
         expert=lambda raw, g: views.expert_views(raw.float(), g, in_scale=1 / 255, normalized=True),
+        expert_base=lambda raw, g: views.expert_views(raw.float(), g, in_scale=1 / 255),
         base=base,
         to_encoder=views.normalize,
         clamp=(0.0, 1.0),

@@ -28,26 +28,39 @@ def extract(encoder: nn.Module, inputs, n: int, batch: int = 1024, prepool: bool
     return torch.cat(out)
 
 
+class LinearProbe:
+    """Multinomial logistic regression on standardised features, fitted by full-batch L-BFGS."""
+
+    def __init__(self, train_x, train_y, num_classes: int, l2: float = 1e-4, iters: int = 200):
+        self.mean, self.std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+        a = (train_x - self.mean) / self.std
+        self.w = torch.zeros(a.shape[1], num_classes, device=a.device, requires_grad=True)
+        self.b = torch.zeros(num_classes, device=a.device, requires_grad=True)
+        opt = torch.optim.LBFGS([self.w, self.b], lr=1, max_iter=iters, history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(a @ self.w + self.b, train_y) + l2 * (self.w * self.w).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        self.w, self.b = self.w.detach(), self.b.detach()
+
+    @torch.no_grad()
+    def logits(self, x):
+        return ((x - self.mean) / self.std) @ self.w + self.b
+
+    def accuracy(self, x, y) -> float:
+        return (self.logits(x).argmax(1) == y).float().mean().item()
+
+
 def logistic_regression(train_x, train_y, test_x, test_y, num_classes: int, l2: float = 1e-4,
                         iters: int = 200) -> float:
-    """Test accuracy of a multinomial logistic regression fitted by L-BFGS on standardised features."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    a, b = (train_x - mean) / std, (test_x - mean) / std
-    w = torch.zeros(a.shape[1], num_classes, device=a.device, requires_grad=True)
-    bias = torch.zeros(num_classes, device=a.device, requires_grad=True)
-    opt = torch.optim.LBFGS([w, bias], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-6, tolerance_change=1e-9)
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(a @ w + bias, train_y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    with torch.no_grad():
-        return ((b @ w + bias).argmax(1) == test_y).float().mean().item()
+    """Test accuracy of a LinearProbe fitted on the training features."""
+    return LinearProbe(train_x, train_y, num_classes, l2, iters).accuracy(test_x, test_y)
 
 
 def knn_accuracy(train_x, train_y, test_x, test_y, num_classes: int, k: int = 200, t: float = 0.1,

@@ -86,11 +86,13 @@ class Trainer:
 
     def views(self, raw, g, grad: bool):
         m = self.data.modality
+        r1, r2 = m.pair(raw)
         if self.viewmaker is None:
-            return m.expert(raw, g), m.expert(raw, g)
-        x = m.base(raw)
+            return m.expert(r1, g), m.expert(r2, g)
+        x1, x2 = m.base(r1), (m.base(r2) if r2 is not r1 else None)
         with torch.set_grad_enabled(grad), self.autocast():
-            return m.to_encoder(self.vm_fn(x, g)), m.to_encoder(self.vm_fn(x, g))
+            v1 = m.to_encoder(self.vm_fn(x1, g))
+            return v1, m.to_encoder(self.vm_fn(x1 if x2 is None else x2, g))
 
     def step(self, raw, g) -> dict:
         x1, x2 = self.views(raw, g, grad=False)

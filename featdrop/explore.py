@@ -1,0 +1,195 @@
+"""Interactive view visualisation (``notebooks/views.ipynb``): watch feature dropout happen.
+
+``ViewExplorer`` loads a run (or trains a tiny demo run when there is none), fits linear probes for
+the main and the alternate label on clean training features, and draws, for one test example, the
+original and several views, each titled with what the alternate-label probe predicts from that view.
+A view whose overlay the viewmaker destroyed is predicted wrongly (red title). In JupyterLab,
+``widget()`` adds controls; ``figure()`` draws the same picture statically (papermill, export).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from . import config as cfgmod
+from . import plots, probe, train
+
+
+def find_runs(root: str | Path = "runs") -> list[str]:
+    return sorted(str(p.parent) for p in Path(root).glob("*/checkpoint.pt"))
+
+
+class ViewExplorer:
+    def __init__(self, run_dir: str | None = None, index: int = 0, n_views: int = 4, budget: float | None = None,
+                 views: str | None = None, seed: int = 0, demo: dict | None = None, probe_n: int = 2000):
+        if run_dir is None or not (Path(run_dir) / "checkpoint.pt").exists():
+            run_dir = self._train_demo(run_dir, demo or {})
+        self.run_dir = run_dir
+        self.trainer = train.load_run(run_dir)
+        self.cfg, self.data = self.trainer.cfg, self.trainer.data
+        self.index, self.n_views, self.seed = index, n_views, seed
+        self.views = views or self.cfg.views
+        self.budget = budget or self.cfg.budget
+        self._fit_probes(probe_n)
+
+    @staticmethod
+    def _train_demo(run_dir, demo: dict) -> str:
+        """A few quick steps so there is something to look at (about a minute on a CPU)."""
+        kw = dict(overlay="shapes", views="viewmaker", preset="quick", subset=1024, test_subset=256, epochs=2,
+                  batch_size=128, progress=False)
+        kw.update(demo)
+        kw["out_dir"] = run_dir or f"runs/views-demo-{kw['overlay']}-{kw['views']}"
+        print(f"no trained run given: training a tiny demo run into {kw['out_dir']} ...")
+        train.pretrain(cfgmod.make(**kw))
+        return kw["out_dir"]
+
+    def _features(self, x):
+        return self.trainer.encoder.features(self.trainer._cl(x))[0].float()
+
+    def _fit_probes(self, n: int) -> None:
+        split = self.data.train.draw(0)
+        n = min(n, len(split.labels))
+        clean = self.data.modality.clean
+        feats = probe.extract(self.trainer.encoder, lambda sl: self.trainer._cl(clean(split.images[sl])), n)
+        self.probes = {"main": probe.LinearProbe(feats, split.labels[:n], self.data.num_classes),
+                       "alt": probe.LinearProbe(feats, split.alt_labels[:n], self.data.num_alt_classes)}
+        self.trainer.encoder.eval()
+
+    # ---------------------------------------------------------------- the picture
+    def make_views(self, raw: torch.Tensor, k: int, views: str, budget: float, g: torch.Generator):
+        """k views of raw (B, ...) in base space, their perturbations (viewmaker) and encoder inputs."""
+        m, vm = self.data.modality, self.trainer.viewmaker
+        base = m.base(raw)
+        with torch.no_grad():
+            if views == "viewmaker" and vm is not None:
+                old, vm.budget = vm.budget, budget
+                deltas = [vm.perturbation(base, g) for _ in range(k)]
+                vm.budget = old
+                outs = [base + d for d in deltas]
+                return outs, deltas, [m.to_encoder(v) for v in outs]
+            outs = [m.expert_base(raw, g) for _ in range(k)]
+            return outs, None, [m.to_encoder(v) for v in outs]
+
+    def predict(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alternate-label prediction and its probability for encoder inputs x."""
+        with torch.no_grad():
+            p = self.probes["alt"].logits(self._features(x)).softmax(1)
+        return p.argmax(1), p.max(1).values
+
+    def figure(self, index: int | None = None, views: str | None = None, budget: float | None = None,
+               resample: int = 0):
+        index = self.index if index is None else index
+        views, budget = views or self.views, budget or self.budget
+        t = self.data.test
+        raw = t.images[index:index + 1]
+        g = torch.Generator().manual_seed(self.seed * 1000 + resample)
+        outs, deltas, enc_in = self.make_views(raw, self.n_views, views, budget, g)
+        names = plots.alt_class_names(self.cfg.overlay)
+        truth = int(t.alt_labels[index])
+        clean_pred, clean_prob = self.predict(self.data.modality.clean(raw))
+        titles = []
+        for x in enc_in:  # "dropped": the probe reads the overlay from the clean input but not from this view
+            pred, prob = self.predict(x)
+            mark = "✓" if int(pred) == truth else ("✗ dropped" if int(clean_pred) == truth else "✗")
+            titles.append(f"alt: {names[int(pred)]} {float(prob):.2f} {mark}")
+        spectro = self.data.modality.audio
+        show = (lambda x: x) if spectro else (lambda x: x.clamp(0, 1))
+        fig = plots.view_grid(show(self.data.modality.base(raw)), [show(o) for o in outs], deltas, [titles],
+                              spectrogram=spectro)
+        fig.suptitle(f"test #{index}: true alternate label {names[truth]}; clean input → "
+                     f"{names[int(clean_pred)]} ({float(clean_prob):.2f}); views = {views}, budget {budget:g}",
+                     fontsize=8, y=1.08)
+        return fig
+
+    def save_figure(self, **kw):
+        """figure(), also written to ``<run_dir>/figures/explorer.png``."""
+        from . import runs
+
+        fig = self.figure(**kw)
+        runs.save_figure(fig, Path(self.run_dir) / "figures" / "explorer.png")
+        return fig
+
+    def dropout_rate(self, n: int = 256, views: str | None = None, budget: float | None = None) -> dict:
+        """Over n test examples whose clean input the alt probe gets right: the fraction of views on
+        which it is wrong (the overlay feature was dropped), and the same for the main label."""
+        views, budget = views or self.views, budget or self.budget
+        t, m = self.data.test, self.data.modality
+        raw = t.images[:n]
+        g = torch.Generator().manual_seed(self.seed)
+        _, _, (x,) = self.make_views(raw, 1, views, budget, g)
+        out = {}
+        for name, y in (("alt", t.alt_labels[:n]), ("main", t.labels[:n])):
+            with torch.no_grad():
+                clean_ok = self.probes[name].logits(self._features(m.clean(raw))).argmax(1) == y
+                view_ok = self.probes[name].logits(self._features(x)).argmax(1) == y
+            out[f"{name}_dropped"] = ((~view_ok) & clean_ok).sum().item() / max(1, clean_ok.sum().item())
+        return out
+
+    # ---------------------------------------------------------------- JupyterLab
+    def widget(self, runs_root: str = "runs"):
+        import ipywidgets as w
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        runs = find_runs(runs_root) or [self.run_dir]
+        if self.run_dir not in runs:
+            runs.append(self.run_dir)
+        run = w.Dropdown(options=runs, value=self.run_dir, description="run")
+        index = w.IntSlider(self.index, 0, len(self.data.test.labels) - 1, description="image")
+        kind = w.ToggleButtons(options=["viewmaker", "expert"], value=self.views, description="views")
+        budget = w.FloatLogSlider(self.budget, base=10, min=-2.5, max=-0.3, step=0.05, description="budget ε")
+        again = w.Button(description="resample noise", icon="refresh")
+        out = w.Output()
+        state = {"resample": 0}
+
+        def redraw(*_):
+            with out:
+                out.clear_output(wait=True)
+                fig = self.figure(index.value, kind.value, budget.value, state["resample"])
+                display(fig)
+                plt.close(fig)
+
+        def change_run(change):
+            fresh = ViewExplorer(change["new"], index.value, self.n_views, seed=self.seed)
+            self.__dict__.update(fresh.__dict__)
+            index.max = len(self.data.test.labels) - 1
+            budget.value = self.budget
+            redraw()
+
+        def resample(_):
+            state["resample"] += 1
+            redraw()
+
+        for control in (index, kind, budget):
+            control.observe(redraw, names="value")
+        run.observe(change_run, names="value")
+        again.on_click(resample)
+        redraw()
+        return w.VBox([w.HBox([run, kind]), w.HBox([index, budget, again]), out])
+
+    # ---------------------------------------------------------------- audio runs
+    def listen(self, view: int | None = 0, index: int | None = None, views: str | None = None,
+               budget: float | None = None, resample: int = 0):
+        """Audio runs: a player for view ``view`` of test item ``index`` (the same views as ``figure()``;
+        ``view=None``: the clean input), its log-mel inverted by Griffin-Lim. The phase is estimated,
+        not recovered, so expect a slightly metallic sound."""
+        from IPython.display import Audio
+
+        from .audio_views import RATE
+
+        m = self.data.modality
+        if not m.audio:
+            raise ValueError(f"listen() is for audio runs (overlay='noise'); this run has overlay={self.cfg.overlay!r}")
+        if view is not None and not 0 <= view < self.n_views:
+            raise ValueError(f"view={view!r} is invalid: allowed None (the clean input) or 0 … {self.n_views - 1}")
+        index = self.index if index is None else index
+        raw = self.data.test.images[index:index + 1]
+        if view is None:
+            x = m.base(raw)
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1000 + resample)
+            outs, _, _ = self.make_views(raw, self.n_views, views or self.views, budget or self.budget, g)
+            x = outs[view]
+        return Audio(m.logmel.invert(x)[0].numpy(), rate=RATE, normalize=True)

@@ -1,0 +1,123 @@
+"""One-line calls for the notebooks. Each figure function returns the figure (shown inline) and
+saves it under ``<out_dir>/figures/`` through ``runs.save_figure``."""
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+
+import torch
+
+from . import config as cfgmod
+from . import pipeline, plots, runs, train
+from .config import Config, ConfigError
+
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def _public(ns: dict) -> dict:
+    """The parameters in a notebook namespace: public names that are not modules, functions or IPython's."""
+    return {k: v for k, v in ns.items() if not k.startswith("_") and k not in _IPYTHON_NAMES
+            and not isinstance(v, (types.ModuleType, types.FunctionType, type))}
+
+
+def config_from_namespace(ns: dict) -> Config:
+    """The Config from a notebook's globals (its parameters cell plus papermill's injected cell).
+
+    Any other public name fails loudly, listing the known fields: papermill only warns about a
+    parameter the notebook does not declare, so a typo like ``-p epoch 3`` would otherwise be ignored."""
+    params = _public(ns)
+    unknown = sorted(set(params) - set(cfgmod.field_names()))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown}; known parameters (config fields): "
+                          f"{', '.join(cfgmod.field_names())}")
+    cfg = cfgmod.resolve(cfgmod.make(**params))
+    chosen = "" if params.get("preset", "auto") != "auto" else f" (preset='auto' chose {cfg.preset!r}: " \
+        f"{'CUDA is available' if cfg.device.startswith('cuda') else 'no CUDA, so the CPU-sized preset'})"
+    print(f"overlay={cfg.overlay} views={cfg.views} preset={cfg.preset}{chosen}\n"
+          f"encoder={cfg.encoder} epochs={cfg.epochs} batch_size={cfg.batch_size} subset={cfg.subset} "
+          f"budget={cfg.budget} loss={cfg.loss} device={cfg.device}\nout_dir={cfg.out_dir}")
+    return cfg
+
+
+def _save(fig, cfg: Config, name: str):
+    runs.save_figure(fig, Path(cfg.out_dir) / "figures" / f"{name}.png")
+    return fig
+
+
+def run(cfg: Config) -> dict:
+    """Pretrain (resuming if out_dir holds a checkpoint) and probe both labels."""
+    return train.pretrain(cfg)
+
+
+def example_inputs(cfg: Config, n: int = 16):
+    data = pipeline.load(dataclasses.replace(cfg, device="cpu", subset=None, batch_size=1), torch.device("cpu"))
+    if data.modality.audio:
+        from . import audio
+
+        fig = audio.plot_examples(data.test, n)
+    else:
+        t = data.test
+        fig = plots.gallery(t.images[:n], t.labels[:n], t.alt_labels[:n], cfg.overlay, rows=2, cols=n // 2)
+    return _save(fig, cfg, "inputs")
+
+
+def loss_curves(cfg: Config):
+    return _save(plots.loss_curves(runs.read_history(Path(cfg.out_dir) / "history.jsonl")), cfg, "loss_curves")
+
+
+def view_grid(cfg: Config, n: int = 4, k: int = 3, seed: int = 0):
+    """Clean test examples, k views each; for the viewmaker also each view's perturbation δ."""
+    trainer = train.load_run(cfg.out_dir)
+    d, m = trainer.data, trainer.data.modality
+    raw = d.test.images[:n]
+    g = torch.Generator().manual_seed(seed)
+    spectro = m.audio
+    show = (lambda x: x) if spectro else (lambda x: x.clamp(0, 1))
+    originals = m.base(raw)
+    vs, deltas = [], None
+    with torch.no_grad():
+        if trainer.viewmaker is not None:
+            deltas = [trainer.viewmaker.perturbation(originals, g) for _ in range(k)]
+            vs = [show(originals + dl) for dl in deltas]
+        else:
+            vs = [show(m.expert_base(raw, g)) for _ in range(k)]
+    fig = plots.view_grid(show(originals), vs, deltas, spectrogram=spectro)
+    return _save(fig, cfg, "views")
+
+
+def probe_bars(cfg: Config, metrics: dict):
+    return _save(plots.probe_bars(metrics, f"{cfg.overlay} / {cfg.views} ({cfg.preset})"), cfg, "probes")
+
+
+def metrics_table(metrics: dict):
+    import pandas as pd
+
+    rows = [(k, metrics[f"probe_{k}"], metrics.get(f"knn_{k}"), metrics[f"chance_{k}"]) for k in ("main", "alt")]
+    df = pd.DataFrame(rows, columns=["label", "linear probe", "kNN", "chance"]).set_index("label")
+    print(f"device {metrics['device']}, pretraining {metrics['train_s']:.0f} s, probes {metrics['probe_s']:.0f} s, "
+          f"wall {metrics['wall_s']:.0f} s")
+    return df.round(3)
+
+
+# Notebook-specific parameters that are not config fields.
+VIEWS_PARAMETERS = ("run_dir", "index", "n_views", "runs_root")
+REPORT_PARAMETERS = ("runs_dir", "launch", "overlays", "views_list", "seeds")
+
+
+def check_parameters(ns: dict, extra: tuple[str, ...]) -> dict:
+    """For views/report: every public name must be a config field or one of ``extra``."""
+    params = _public(ns)
+    known = set(cfgmod.field_names()) | set(extra)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown}; known parameters: {', '.join(sorted(known))}")
+    # values given (None = "not set": the run's or the preset's) are checked as the pretraining notebook's
+    cfgmod.make(**{k: v for k, v in params.items() if k in cfgmod.field_names() and v is not None})
+    return params
+
+
+def comparison(df, runs_dir: str, value: str = "probe"):
+    fig = plots.comparison(df, value)
+    runs.save_figure(fig, Path(runs_dir) / "figures" / f"comparison_{value}.png")
+    return fig

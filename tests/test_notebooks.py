@@ -1,0 +1,115 @@
+"""Every notebook runs end to end through papermill with tiny parameters; hygiene rules hold."""
+import ast
+import json
+import math
+
+import nbformat
+import pytest
+
+from featdrop import config
+from conftest import ROOT, needs_cifar
+
+papermill = pytest.importorskip("papermill")
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+TINY = dict(preset="quick", epochs=1, subset=256, test_subset=128, batch_size=64, progress=False)
+
+
+def execute(name, tmp_path, **params):
+    out = tmp_path / f"{name}.out.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+                               kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    return json.loads(out.read_text())
+
+
+def parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+    return {t.id: ast.literal_eval(n.value) for n in ast.parse(cells[0].source).body
+            if isinstance(n, ast.Assign) for t in n.targets}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs_definitions_or_path_hacks(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and "papermill" in nb.cells[0].source
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: outputs not stripped"
+        tree = ast.parse(cell.source)
+        assert not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+                       for n in ast.walk(tree)), f"{path.name}: definitions belong in featdrop/"
+        assert "sys.path" not in cell.source
+
+
+def test_pretrain_parameters_are_config_fields_and_defaults_parse():
+    params = parameters_cell(ROOT / "notebooks" / "pretrain.ipynb")
+    assert set(params) <= set(config.field_names())
+    assert {"overlay", "views", "preset", "epochs", "batch_size", "budget", "loss", "seed", "device",
+            "data_dir", "out_dir"} <= set(params)
+    config.resolve(config.make(**params), cuda_available=False)
+
+
+@pytest.mark.parametrize("name,extra", [("views", "VIEWS_PARAMETERS"), ("report", "REPORT_PARAMETERS")])
+def test_other_notebooks_parameters_are_config_fields_or_declared(name, extra):
+    from featdrop import notebook
+
+    params = parameters_cell(ROOT / "notebooks" / f"{name}.ipynb")
+    allowed = set(config.field_names()) | set(getattr(notebook, extra))
+    assert set(params) <= allowed
+    config.make(**{k: v for k, v in params.items() if k in config.field_names() and v is not None})
+
+
+def test_unknown_parameter_fails_the_run_listing_known_names(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        execute("pretrain", tmp_path, epoch=3, out_dir=str(tmp_path / "run"))
+    assert "unknown parameter(s) ['epoch']" in str(err.value) and "epochs" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def figures_in(executed):
+    return sum(1 for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+
+
+@needs_cifar
+@pytest.mark.parametrize("views", ["expert", "viewmaker"])
+def test_pretrain_notebook_runs_and_writes_its_files(tmp_path, data_dir, views):
+    run = tmp_path / "run"
+    executed = execute("pretrain", tmp_path, overlay="shapes", views=views, viewmaker_width=8, data_dir=data_dir,
+                       out_dir=str(run), **TINY)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "wall_s"):
+        assert math.isfinite(metrics[key])
+    assert 0 <= metrics["probe_alt"] <= 1 and metrics["views"] == views
+    for fig in ("inputs", "loss_curves", "views", "probes"):
+        assert (run / "figures" / f"{fig}.png").stat().st_size > 5000
+    assert figures_in(executed) >= 4
+    assert any("preset='auto'" in "".join(o.get("text", "")) or "preset=quick" in "".join(o.get("text", ""))
+               for c in executed["cells"] for o in c.get("outputs", []))
+
+
+@needs_cifar
+def test_views_notebook_renders_statically_from_a_run(tmp_path, data_dir):
+    from featdrop import train
+
+    run = tmp_path / "run"
+    train.pretrain(overlay="shapes", views="viewmaker", viewmaker_width=8, data_dir=data_dir, out_dir=str(run), **TINY)
+    executed = execute("views", tmp_path, run_dir=str(run), n_views=3, runs_root=str(tmp_path))
+    assert (run / "figures" / "explorer.png").stat().st_size > 5000
+    assert figures_in(executed) >= 1
+    text = json.dumps(executed)
+    assert "alt_dropped" in text and "application/vnd.jupyter.widget-view+json" in text
+
+
+@needs_cifar
+def test_report_notebook_launches_missing_runs_and_tabulates(tmp_path, data_dir):
+    runs_dir = tmp_path / "grid"
+    executed = execute("report", tmp_path, runs_dir=str(runs_dir), launch=True, overlays=["shapes"],
+                       views_list=["expert"], seeds=[0, 1], data_dir=data_dir, epochs=1, subset=256,
+                       test_subset=128, batch_size=64)
+    for seed in (0, 1):
+        run = runs_dir / f"shapes-expert-seed{seed}"
+        assert (run / "metrics.json").exists() and (run / "pretrain.ipynb").exists()
+    assert (runs_dir / "figures" / "comparison_probe.png").exists()
+    assert "± " in json.dumps(executed, ensure_ascii=False)  # mean ± sd over the two seeds
