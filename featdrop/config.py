@@ -179,8 +179,20 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
     return validate(Config(**values))
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_path(p: str | os.PathLike) -> Path:
+    """A relative path that does not exist from the working directory but does from the project
+    root (JupyterLab starts kernels in ``notebooks/``) resolves against the project root."""
+    path = Path(p)
+    if path.is_absolute() or path.exists() or not (PROJECT_ROOT / path).exists():
+        return path
+    return PROJECT_ROOT / path
+
+
 def default_data_dir() -> str:
-    return os.environ.get("FEATDROP_DATA") or "data"
+    return os.environ.get("FEATDROP_DATA") or str(project_path("data"))
 
 
 def to_json(cfg: Config) -> str:

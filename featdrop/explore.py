@@ -18,12 +18,13 @@ from . import plots, probe, train
 
 
 def find_runs(root: str | Path = "runs") -> list[str]:
-    return sorted(str(p.parent) for p in Path(root).glob("*/checkpoint.pt"))
+    return sorted(str(p.parent) for p in cfgmod.project_path(root).glob("*/checkpoint.pt"))
 
 
 class ViewExplorer:
     def __init__(self, run_dir: str | None = None, index: int = 0, n_views: int = 4, budget: float | None = None,
                  views: str | None = None, seed: int = 0, demo: dict | None = None, probe_n: int = 2000):
+        run_dir = str(cfgmod.project_path(run_dir)) if run_dir is not None else None
         if run_dir is None or not (Path(run_dir) / "checkpoint.pt").exists():
             run_dir = self._train_demo(run_dir, demo or {})
         self.run_dir = run_dir
@@ -40,7 +41,7 @@ class ViewExplorer:
         kw = dict(overlay="shapes", views="viewmaker", preset="quick", subset=1024, test_subset=256, epochs=2,
                   batch_size=128, progress=False)
         kw.update(demo)
-        kw["out_dir"] = run_dir or f"runs/views-demo-{kw['overlay']}-{kw['views']}"
+        kw["out_dir"] = run_dir or str(cfgmod.PROJECT_ROOT / "runs" / f"views-demo-{kw['overlay']}-{kw['views']}")
         print(f"no trained run given: training a tiny demo run into {kw['out_dir']} ...")
         train.pretrain(cfgmod.make(**kw))
         return kw["out_dir"]

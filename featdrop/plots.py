@@ -16,9 +16,8 @@ def alt_class_names(overlay: str) -> list[str]:
 
 def _to_hwc(img: torch.Tensor) -> np.ndarray:
     """(3, H, W) uint8 or float in [0, 1] → (H, W, 3) float in [0, 1] for imshow."""
-    img = img.detach().float().cpu()
-    if img.max() > 1.5:
-        img = img / 255
+    img = img.detach().cpu()
+    img = img.float() / 255 if img.dtype == torch.uint8 else img.float()
     return img.clamp(0, 1).permute(1, 2, 0).numpy()
 
 

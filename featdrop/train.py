@@ -173,8 +173,10 @@ class Trainer:
         if not path.exists():
             return False
         ck = torch.load(path, map_location=self.device, weights_only=False)
-        saved, now = ck["config"], dataclasses.asdict(self.cfg)
-        diff = {k: (saved.get(k), now[k]) for k in now if k not in RESUME_FREE and saved.get(k) != now[k]}
+        # a field the saved run predates counts as having its default value
+        saved = {**dataclasses.asdict(Config()), **ck["config"]}
+        now = dataclasses.asdict(self.cfg)
+        diff = {k: (saved[k], now[k]) for k in now if k not in RESUME_FREE and saved[k] != now[k]}
         if diff:
             raise ConfigError(f"out_dir {str(self.out)!r} holds a run with a different config "
                               f"(field: saved vs now) {diff}; use another out_dir or the same values")
@@ -268,7 +270,8 @@ def pretrain(cfg: Config | None = None, stop_after: int | None = None, **overrid
 def load_run(out_dir: str | Path, device: str = "cpu") -> Trainer:
     """Rebuild a trained run (encoder, viewmaker, data) from its directory, for inspection."""
     saved = runs.read_json(Path(out_dir) / "config.json")
-    cfg = cfgmod.make(**{**saved, "device": device, "out_dir": str(out_dir), "progress": False})
+    data_dir = str(cfgmod.project_path(saved["data_dir"]))  # a relative data_dir, from another working directory
+    cfg = cfgmod.make(**{**saved, "device": device, "out_dir": str(out_dir), "progress": False, "data_dir": data_dir})
     trainer = Trainer(cfg)
     if not trainer.try_resume():
         raise FileNotFoundError(f"no checkpoint.pt in {out_dir}")

@@ -22,6 +22,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def step(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,11 +50,13 @@ def start_lab(port: int, token: str) -> subprocess.Popen:
 
 def parameterized_copy(run_dir: str | None, index: int) -> Path:
     import nbformat
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = nbformat.read(ROOT / "notebooks" / "views.ipynb", as_version=4)
+    nb = load_notebook_node(str(ROOT / "notebooks" / "views.ipynb"))
+    run_dir = str(Path(run_dir).resolve()) if run_dir else None  # the kernel starts in the notebook's folder
     nb = parameterize_notebook(nb, {"run_dir": run_dir, "index": index, "n_views": 4})
-    out = ROOT / "docs" / "_views_screenshot.ipynb"
+    out = ROOT / "notebooks" / "_views_screenshot.ipynb"  # opened where users open views.ipynb
     nbformat.write(nb, out)
     return out
 
@@ -67,26 +73,52 @@ def main(argv=None) -> None:
 
     nb = parameterized_copy(args.run_dir, args.index)
     port, token = free_port(), secrets.token_hex(16)
+    step("start JupyterLab")
     lab = start_lab(port, token)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
-            page.goto(f"http://127.0.0.1:{port}/lab/tree/{nb.relative_to(ROOT)}?token={token}")
-            page.wait_for_selector(".jp-Notebook", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
-            # the widget box (dropdown, slider, button) and the live figure inside its output
-            page.wait_for_selector(".widget-dropdown", timeout=args.timeout * 1000)
-            page.wait_for_selector(".jupyter-widgets-output-area img", timeout=args.timeout * 1000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=args.timeout * 1000)
-            page.locator(".widget-dropdown").first.scroll_into_view_if_needed()
-            page.wait_for_timeout(1500)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=args.out)
-            n_imgs = page.locator(".jp-OutputArea-output img").count()
-            browser.close()
+            wait_ms = args.timeout * 1000
+            try:
+                step("open the notebook")
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/{nb.relative_to(ROOT)}?token={token}")
+                page.wait_for_selector(".jp-Notebook", timeout=60_000)
+                step("wait for the kernel")
+                select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
+                try:  # a fresh JupyterLab may ask which kernel to start
+                    select.wait_for(timeout=5_000)
+                    select.click()
+                except Exception:
+                    pass
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+                no_news = page.get_by_role("button", name="No", exact=True)
+                if no_news.count():  # JupyterLab's "get notified about news?" toast
+                    no_news.first.click()
+                step("Run > Run All Cells")
+                page.get_by_role("menuitem", name="Run", exact=True).click()
+                page.get_by_text("Run All Cells", exact=True).click()
+                step("wait for the widgets and the live figure")
+                error = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg"
+                button = "button:has-text('resample noise')"
+                page.wait_for_selector(f"{button}, {error}", timeout=wait_ms)
+                if page.locator(error).count():
+                    raise RuntimeError("a cell failed: see the .failed.png screenshot")
+                step("wait for the kernel to finish")
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=wait_ms)
+                page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output img').length >= 2",
+                                       timeout=wait_ms)
+                step("move the image slider (a live widget redraws the figure)")
+                page.locator(button).first.click()
+                page.wait_for_timeout(1500)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=args.out)
+                n_imgs = page.locator(".jp-OutputArea-output img").count()
+            except Exception:
+                page.screenshot(path=str(Path(args.out).with_suffix(".failed.png")))
+                raise
+            finally:
+                browser.close()
         print(f"wrote {args.out} ({n_imgs} figures rendered)")
     finally:
         lab.terminate()

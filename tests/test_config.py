@@ -54,3 +54,14 @@ def test_batch_larger_than_data_fails_before_training(tmp_path, data_dir):
     with pytest.raises(ConfigError, match="'batch_size' = 512.*at most the 300"):
         train.pretrain(subset=300, batch_size=512, out_dir=str(tmp_path), data_dir=data_dir)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_relative_project_paths_resolve_from_another_working_directory(tmp_path, monkeypatch):
+    # JupyterLab starts kernels in notebooks/: "data" and "runs" must still find the project's folders
+    monkeypatch.chdir(tmp_path)
+    (config.PROJECT_ROOT / "runs").mkdir(exist_ok=True)
+    assert config.project_path("runs") == config.PROJECT_ROOT / "runs"
+    (tmp_path / "runs").mkdir()
+    assert config.project_path("runs") == config.Path("runs")  # the working directory's own wins
+    assert config.project_path("no-such-folder") == config.Path("no-such-folder")
+    assert config.project_path("/abs/path") == config.Path("/abs/path")

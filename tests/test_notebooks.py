@@ -113,3 +113,16 @@ def test_report_notebook_launches_missing_runs_and_tabulates(tmp_path, data_dir)
         assert (run / "metrics.json").exists() and (run / "pretrain.ipynb").exists()
     assert (runs_dir / "figures" / "comparison_probe.png").exists()
     assert "± " in json.dumps(executed, ensure_ascii=False)  # mean ± sd over the two seeds
+
+
+def test_view_grid_shows_amplified_perturbations_not_rescaled_as_uint8():
+    import torch
+
+    from featdrop import plots
+
+    x = torch.full((1, 3, 8, 8), 0.5)
+    delta = torch.full((1, 3, 8, 8), 0.3)  # 0.5 + 5·0.3 = 2.0 > 1.5: still a float image, clamps to white
+    fig = plots.view_grid(x, [x + delta], [delta])
+    panel = fig.axes[2].get_images()[0].get_array()
+    assert float(panel.min()) == 1.0
+    assert float(plots._to_hwc(torch.full((3, 2, 2), 255, dtype=torch.uint8)).max()) == 1.0

@@ -77,3 +77,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir
     assert kept["epoch"] == 1
     assert all(torch.equal(kept["encoder"][k], good["encoder"][k]) for k in good["encoder"])
     assert not (tmp_path / "metrics.json").exists()
+
+
+@needs_cifar
+def test_resume_treats_fields_the_checkpoint_predates_as_defaults(tmp_path, data_dir):
+    kw = dict(TINY, data_dir=data_dir, out_dir=str(tmp_path))
+    train.pretrain(stop_after=1, **kw)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del ck["config"]["noise_classes"]  # as written before that field existed
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    assert train.pretrain(**kw)["resumed"] is True
