@@ -87,7 +87,7 @@ class ViewExplorer:
         raw = t.images[index:index + 1]
         g = torch.Generator().manual_seed(self.seed * 1000 + resample)
         outs, deltas, enc_in = self.make_views(raw, self.n_views, views, budget, g)
-        names = plots.alt_class_names(self.cfg.overlay)
+        names = self.alt_names()
         truth = int(t.alt_labels[index])
         clean_pred, clean_prob = self.predict(self.data.modality.clean(raw))
         titles = []
@@ -103,6 +103,13 @@ class ViewExplorer:
                      f"{names[int(clean_pred)]} ({float(clean_prob):.2f}); views = {views}, budget {budget:g}",
                      fontsize=8, y=1.08)
         return fig
+
+    def alt_names(self) -> list[str]:
+        if self.cfg.overlay == "noise":  # the configured recordings, in their label order
+            from .audio import noise_names
+
+            return noise_names(self.cfg.noise_classes)
+        return plots.alt_class_names(self.cfg.overlay)
 
     def save_figure(self, **kw):
         """figure(), also written to ``<run_dir>/figures/explorer.png``."""

@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1560})
             wait_ms = args.timeout * 1000
             try:
                 step("open the notebook")
