@@ -42,7 +42,7 @@ class ImageOverlaySet:
         if subset is not None:
             if subset > len(labels):
                 raise ValueError(f"subset={subset} is larger than the {len(labels)} {split} images")
-            # A class-balanced, seed-independent subset: the same images for every run.
+            # A random subset, independent of the run's seed: the same images for every run.
             idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(12345))[:subset]
             images, labels = images[idx], labels[idx]
         self.digits = self.digit_labels = None

@@ -51,7 +51,8 @@ def run(cfg: Config) -> dict:
 
 
 def example_inputs(cfg: Config, n: int = 16):
-    data = pipeline.load(dataclasses.replace(cfg, device="cpu", subset=None, batch_size=1), torch.device("cpu"))
+    # the run's own data (batch_size=1: nothing is trained here, so any batch fits)
+    data = pipeline.load(dataclasses.replace(cfg, device="cpu", batch_size=1), torch.device("cpu"))
     if data.modality.audio:
         from . import audio
 
