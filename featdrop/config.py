@@ -7,7 +7,6 @@ Presets are named sets of values (``PRESETS``), resolved by :func:`resolve`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -193,11 +192,3 @@ def project_path(p: str | os.PathLike) -> Path:
 
 def default_data_dir() -> str:
     return os.environ.get("FEATDROP_DATA") or str(project_path("data"))
-
-
-def to_json(cfg: Config) -> str:
-    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
-
-
-def from_dict(d: dict[str, Any]) -> Config:
-    return make(**d)

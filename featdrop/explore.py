@@ -52,8 +52,7 @@ class ViewExplorer:
     def _fit_probes(self, n: int) -> None:
         split = self.data.train.draw(0)
         n = min(n, len(split.labels))
-        clean = self.data.modality.clean
-        feats = probe.extract(self.trainer.encoder, lambda sl: self.trainer._cl(clean(split.images[sl])), n)
+        feats = self.trainer.clean_features(split.images, n)
         self.probes = {"main": probe.LinearProbe(feats, split.labels[:n], self.data.num_classes),
                        "alt": probe.LinearProbe(feats, split.alt_labels[:n], self.data.num_alt_classes)}
         self.trainer.encoder.eval()

@@ -146,12 +146,15 @@ class Trainer:
         row.update(self.knn_monitor(split))
         return row
 
+    def clean_features(self, raw, n: int) -> torch.Tensor:
+        """Pooled encoder features (n, D) of the first n raw items, clean inputs, eval mode."""
+        clean = self.data.modality.clean
+        return probe.extract(self.encoder, lambda sl: self._cl(clean(raw[sl])), n)
+
     def knn_monitor(self, split) -> dict:
         c, d = self.cfg, self.data
         ntr, nte = min(len(split.labels), MONITOR_TRAIN), min(len(d.test.labels), MONITOR_TEST)
-        clean = d.modality.clean
-        ftr = probe.extract(self.encoder, lambda sl: self._cl(clean(split.images[sl])), ntr)
-        fte = probe.extract(self.encoder, lambda sl: self._cl(clean(d.test.images[sl])), nte)
+        ftr, fte = self.clean_features(split.images, ntr), self.clean_features(d.test.images, nte)
         return {f"knn_{name}": probe.knn_accuracy(ftr, ytr[:ntr], fte, yte[:nte], k, c.knn_k)
                 for name, ytr, yte, k in (("main", split.labels, d.test.labels, d.num_classes),
                                           ("alt", split.alt_labels, d.test.alt_labels, d.num_alt_classes))}
@@ -213,8 +216,7 @@ class Trainer:
         t0 = time.perf_counter()
         metrics: dict = {}
         if c.probe == "fast":
-            ftr = probe.extract(self.encoder, lambda sl: self._cl(clean(split.images[sl])), ntr)
-            fte = probe.extract(self.encoder, lambda sl: self._cl(clean(d.test.images[sl])), nte)
+            ftr, fte = self.clean_features(split.images, ntr), self.clean_features(d.test.images, nte)
         for name, ytr, yte, k in (("main", split.labels, d.test.labels, d.num_classes),
                                   ("alt", split.alt_labels, d.test.alt_labels, d.num_alt_classes)):
             if c.probe == "fast":
