@@ -3,18 +3,18 @@
 Measured: expert view generation (two views), viewmaker view generation (two views), a full expert
 SimCLR step and a full viewmaker step (encoder step + viewmaker step). Baseline, in the same
 process: the reference design, per-sample torchvision transforms on PIL images through a
-DataLoader, fp32, for the views and for the full expert step.
+DataLoader, fp32, for the views and for the full expert step. The timed steps are the training
+code's own (``Trainer.encoder_step`` / ``Trainer.step``), on synthetic uint8 batches.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import torch
 
-from . import config, losses, pipeline, views
-from .models import build_encoder
-from .viewmaker import Viewmaker
+from . import config, pipeline, train, views
 
 
 def _rate(fn, batch: int, steps: int, cuda: bool) -> float:
@@ -65,53 +65,19 @@ def main(argv=None, data_dir: str | None = None) -> dict:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the PIL baseline")
     ap.add_argument("--compile", action="store_true", help="torch.compile encoder and viewmaker (CUDA)")
     args = ap.parse_args(argv)
-    cfg = config.resolve(config.make(preset=args.preset, device=args.device, data_dir=data_dir,
-                                     batch_size=args.batch, compile=args.compile))
-    dev = torch.device(cfg.device)
-    cuda = dev.type == "cuda"
     images = torch.randint(0, 256, (args.batch * (args.steps + 1), 3, 32, 32), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
-    raw = images[:args.batch].to(dev)
+    # The training code itself, on synthetic batches: a viewmaker run's Trainer.
     m = pipeline.image_modality()
-    torch.manual_seed(0)
-    enc = build_encoder(cfg.encoder).to(dev)
-    vm = Viewmaker(3, cfg.budget, cfg.num_res_blocks, cfg.viewmaker_width).to(dev)
-    if cuda:
-        enc.to(memory_format=torch.channels_last)
-        vm.to(memory_format=torch.channels_last)
-    enc_fn = torch.compile(enc) if args.compile and cuda else enc
-    vm_fn = torch.compile(vm) if args.compile and cuda else vm
-    opt = torch.optim.SGD(enc.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-    vm_opt = torch.optim.Adam(vm.parameters(), lr=1e-3)
+    trainer = train.Trainer(config.make(preset=args.preset, device=args.device, data_dir=data_dir, views="viewmaker",
+                                        batch_size=args.batch, compile=args.compile, out_dir=tempfile.mkdtemp()),
+                            data=pipeline.Data(m, None, None, 10, 1))
+    cfg, dev, cuda = trainer.cfg, trainer.device, trainer.cuda
+    raw = images[:args.batch].to(dev)
     g = torch.Generator(device=dev).manual_seed(0)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else (lambda: torch.autocast("cpu", enabled=False))
-    cl = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cuda else (lambda x: x)
 
     def expert_views():
         return m.expert(raw, g), m.expert(raw, g)
-
-    def vm_views(grad=False):
-        x = m.base(raw)
-        with torch.set_grad_enabled(grad), amp():
-            return m.to_encoder(vm_fn(x, g)), m.to_encoder(vm_fn(x, g))
-
-    def enc_step(v1, v2):
-        with amp():
-            loss = losses.nt_xent(enc_fn(cl(v1)), enc_fn(cl(v2)), cfg.temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def vm_step():
-        enc_step(*vm_views())
-        enc.requires_grad_(False)
-        v1, v2 = vm_views(grad=True)
-        with amp():
-            loss = -losses.nt_xent(enc_fn(cl(v1)), enc_fn(cl(v2)), cfg.temperature)
-        vm_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        vm_opt.step()
-        enc.requires_grad_(True)
 
     def pil_rates() -> tuple[float, float]:
         """The baseline, timed last: its worker processes would otherwise prefetch in the background
@@ -122,16 +88,18 @@ def main(argv=None, data_dir: str | None = None) -> dict:
                                                  num_workers=args.workers, drop_last=True)
             it = iter(loader)
             first = next(it)  # starts the workers
+            trainer.amp = False  # the reference trained in fp32
             if with_step:
-                enc_step(first[0].to(dev), first[1].to(dev))
+                trainer.encoder_step(first[0].to(dev), first[1].to(dev))
             t = time.perf_counter()
             for v1, v2 in it:
-                if with_step:  # fp32, no channels_last: the reference's settings
-                    enc_step(v1.to(dev), v2.to(dev))
+                if with_step:
+                    trainer.encoder_step(v1.to(dev), v2.to(dev))
             if cuda:
                 torch.cuda.synchronize()
             out.append(args.batch * args.steps / (time.perf_counter() - t))
             del it, loader
+        trainer.amp = cuda
         return out[0], out[1]
 
     name = torch.cuda.get_device_name(dev) if cuda else f"cpu ({torch.get_num_threads()} threads)"
@@ -139,10 +107,9 @@ def main(argv=None, data_dir: str | None = None) -> dict:
           f"batch {args.batch}, {'bf16 + channels_last' if cuda else 'fp32'}{', compiled' if args.compile else ''}")
     r = {}
     r["expert_views"] = _rate(expert_views, args.batch, args.steps, cuda)
-    with torch.no_grad():
-        r["viewmaker_views"] = _rate(vm_views, args.batch, args.steps, cuda)
-    r["expert_step"] = _rate(lambda: enc_step(*expert_views()), args.batch, args.steps, cuda)
-    r["viewmaker_step"] = _rate(vm_step, args.batch, args.steps, cuda)
+    r["viewmaker_views"] = _rate(lambda: trainer.views(raw, g, grad=False), args.batch, args.steps, cuda)
+    r["expert_step"] = _rate(lambda: trainer.encoder_step(*expert_views()), args.batch, args.steps, cuda)
+    r["viewmaker_step"] = _rate(lambda: trainer.step(raw, g), args.batch, args.steps, cuda)
     r["pil_views"], r["pil_expert_step"] = pil_rates()
     rows = [("expert view generation (2 views)", "expert_views", "pil_views"),
             ("viewmaker view generation (2 views)", "viewmaker_views", None),

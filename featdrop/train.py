@@ -41,7 +41,8 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 
 class Trainer:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, data: pipeline.Data | None = None):
+        """``data``: already-loaded data (the benchmark passes synthetic batches); default: load it."""
         self.cfg = cfg = cfgmod.resolve(cfg)
         self.device = torch.device(cfg.device)
         self.cuda = self.device.type == "cuda"
@@ -49,7 +50,7 @@ class Trainer:
             raise ConfigError(f"config field 'device' = {cfg.device!r} is invalid: CUDA is not available here; "
                               f"allowed auto or cpu")
         self.out = Path(cfg.out_dir)
-        self.data = pipeline.load(cfg, self.device)
+        self.data = data if data is not None else pipeline.load(cfg, self.device)
         m = self.data.modality
         with torch.random.fork_rng(devices=[]):  # weights from the seed, global RNG untouched
             torch.manual_seed(cfg.seed)
@@ -68,12 +69,13 @@ class Trainer:
                 self.viewmaker.to(memory_format=torch.channels_last)
         self.enc_fn = torch.compile(self.encoder) if cfg.compile and self.cuda else self.encoder
         self.vm_fn = torch.compile(self.viewmaker) if cfg.compile and self.cuda and self.viewmaker else self.viewmaker
+        self.amp = self.cuda  # bf16 autocast on CUDA
         self.history: list[dict] = []
         self.epoch = 0
 
     # ------------------------------------------------------------------ one step
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
     def _cl(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.cuda and x.dim() == 4 else x
@@ -94,22 +96,28 @@ class Trainer:
             v1 = m.to_encoder(self.vm_fn(x1, g))
             return v1, m.to_encoder(self.vm_fn(x1 if x2 is None else x2, g))
 
-    def step(self, raw, g) -> dict:
-        x1, x2 = self.views(raw, g, grad=False)
+    def encoder_step(self, x1, x2) -> torch.Tensor:
+        """One SGD step of the encoder on the loss of two views (encoder inputs)."""
         loss = self.loss(x1, x2)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        out = {"loss": loss.detach()}
+        return loss.detach()
+
+    def viewmaker_step(self, raw, g) -> torch.Tensor:
+        """One Adam step of the viewmaker, maximising the loss on fresh views, encoder weights frozen."""
+        self.encoder.requires_grad_(False)
+        vm_loss = -self.loss(*self.views(raw, g, grad=True))
+        self.vm_opt.zero_grad(set_to_none=True)
+        vm_loss.backward()
+        self.vm_opt.step()
+        self.encoder.requires_grad_(True)
+        return vm_loss.detach()
+
+    def step(self, raw, g) -> dict:
+        out = {"loss": self.encoder_step(*self.views(raw, g, grad=False))}
         if self.viewmaker is not None:
-            self.encoder.requires_grad_(False)
-            x1, x2 = self.views(raw, g, grad=True)
-            vm_loss = -self.loss(x1, x2)  # the viewmaker maximises the contrastive loss
-            self.vm_opt.zero_grad(set_to_none=True)
-            vm_loss.backward()
-            self.vm_opt.step()
-            self.encoder.requires_grad_(True)
-            out["viewmaker_loss"] = vm_loss.detach()
+            out["viewmaker_loss"] = self.viewmaker_step(raw, g)
         return out
 
     # ------------------------------------------------------------------ epochs
