@@ -37,7 +37,8 @@ import torchaudio
 from . import datasets, pipeline
 from .audio_views import LENGTH, RATE, LogMel, audio_modality
 from .config import Config
-from .data import DataNotFoundError, atomic_save
+from .data import DataNotFoundError
+from .runs import atomic_save
 from .overlays import balanced_labels
 
 CACHE_VERSION = 1

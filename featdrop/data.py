@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .runs import atomic_save
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")
 CACHE_VERSION = 1
@@ -35,15 +37,6 @@ def _not_found(what: str, looked: list[Path], data_dir: Path, reason: str) -> Da
         f"cifar10/{{train,test}}/<class>/*.jpg; for MNIST the files MNIST/raw/t10k-images-idx3-ubyte[.gz] etc.), "
         f"or point data_dir / the FEATDROP_DATA environment variable at a folder that holds it."
     )
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save through a temporary file and a rename, so a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _cached(path: Path, build):
