@@ -21,6 +21,23 @@ def find_runs(root: str | Path = "runs") -> list[str]:
     return sorted(str(p.parent) for p in cfgmod.project_path(root).glob("*/checkpoint.pt"))
 
 
+def draw_views(trainer: train.Trainer, raw: torch.Tensor, k: int, g: torch.Generator, views: str | None = None,
+               budget: float | None = None):
+    """k views of raw (B, ...) in the modality's base space, their perturbations δ (viewmaker views;
+    else None) and their encoder inputs. ``views``/``budget`` default to the run's own."""
+    m, vm = trainer.data.modality, trainer.viewmaker
+    base = m.base(raw)
+    with torch.no_grad():
+        if (views or trainer.cfg.views) == "viewmaker" and vm is not None:
+            old, vm.budget = vm.budget, budget or vm.budget
+            deltas = [vm.perturbation(base, g) for _ in range(k)]
+            vm.budget = old
+            outs = [base + d for d in deltas]
+        else:
+            outs, deltas = [m.expert_base(raw, g) for _ in range(k)], None
+        return outs, deltas, [m.to_encoder(v) for v in outs]
+
+
 class ViewExplorer:
     def __init__(self, run_dir: str | None = None, index: int = 0, n_views: int = 4, budget: float | None = None,
                  views: str | None = None, seed: int = 0, demo: dict | None = None, probe_n: int = 2000):
@@ -58,20 +75,6 @@ class ViewExplorer:
         self.trainer.encoder.eval()
 
     # ---------------------------------------------------------------- the picture
-    def make_views(self, raw: torch.Tensor, k: int, views: str, budget: float, g: torch.Generator):
-        """k views of raw (B, ...) in base space, their perturbations (viewmaker) and encoder inputs."""
-        m, vm = self.data.modality, self.trainer.viewmaker
-        base = m.base(raw)
-        with torch.no_grad():
-            if views == "viewmaker" and vm is not None:
-                old, vm.budget = vm.budget, budget
-                deltas = [vm.perturbation(base, g) for _ in range(k)]
-                vm.budget = old
-                outs = [base + d for d in deltas]
-                return outs, deltas, [m.to_encoder(v) for v in outs]
-            outs = [m.expert_base(raw, g) for _ in range(k)]
-            return outs, None, [m.to_encoder(v) for v in outs]
-
     def predict(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """Alternate-label prediction and its probability for encoder inputs x."""
         with torch.no_grad():
@@ -85,7 +88,7 @@ class ViewExplorer:
         t = self.data.test
         raw = t.images[index:index + 1]
         g = torch.Generator().manual_seed(self.seed * 1000 + resample)
-        outs, deltas, enc_in = self.make_views(raw, self.n_views, views, budget, g)
+        outs, deltas, enc_in = draw_views(self.trainer, raw, self.n_views, g, views, budget)
         names = self.alt_names()
         truth = int(t.alt_labels[index])
         clean_pred, clean_prob = self.predict(self.data.modality.clean(raw))
@@ -94,10 +97,8 @@ class ViewExplorer:
             pred, prob = self.predict(x)
             mark = "✓" if int(pred) == truth else ("✗ dropped" if int(clean_pred) == truth else "✗")
             titles.append(f"alt: {names[int(pred)]} {float(prob):.2f} {mark}")
-        spectro = self.data.modality.audio
-        show = (lambda x: x) if spectro else (lambda x: x.clamp(0, 1))
-        fig = plots.view_grid(show(self.data.modality.base(raw)), [show(o) for o in outs], deltas, [titles],
-                              spectrogram=spectro)
+        fig = plots.view_grid(self.data.modality.base(raw), outs, deltas, [titles],
+                              spectrogram=self.data.modality.audio)
         fig.suptitle(f"test #{index}: true alternate label {names[truth]}; clean input → "
                      f"{names[int(clean_pred)]} ({float(clean_prob):.2f}); views = {views}, budget {budget:g}",
                      fontsize=8, y=1.08)
@@ -125,7 +126,7 @@ class ViewExplorer:
         t, m = self.data.test, self.data.modality
         raw = t.images[:n]
         g = torch.Generator().manual_seed(self.seed)
-        _, _, (x,) = self.make_views(raw, 1, views, budget, g)
+        _, _, (x,) = draw_views(self.trainer, raw, 1, g, views, budget)
         out = {}
         for name, y in (("alt", t.alt_labels[:n]), ("main", t.labels[:n])):
             with torch.no_grad():
@@ -197,6 +198,6 @@ class ViewExplorer:
             x = m.base(raw)
         else:
             g = torch.Generator().manual_seed(self.seed * 1000 + resample)
-            outs, _, _ = self.make_views(raw, self.n_views, views or self.views, budget or self.budget, g)
+            outs, _, _ = draw_views(self.trainer, raw, self.n_views, g, views or self.views, budget or self.budget)
             x = outs[view]
         return Audio(m.logmel.invert(x)[0].numpy(), rate=RATE, normalize=True)

@@ -10,6 +10,7 @@ import torch
 
 from . import config as cfgmod
 from . import pipeline, plots, runs, train
+from .explore import draw_views
 from .config import Config, ConfigError
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -70,20 +71,9 @@ def loss_curves(cfg: Config):
 def view_grid(cfg: Config, n: int = 4, k: int = 3, seed: int = 0):
     """Clean test examples, k views each; for the viewmaker also each view's perturbation δ."""
     trainer = train.load_run(cfg.out_dir)
-    d, m = trainer.data, trainer.data.modality
-    raw = d.test.images[:n]
-    g = torch.Generator().manual_seed(seed)
-    spectro = m.audio
-    show = (lambda x: x) if spectro else (lambda x: x.clamp(0, 1))
-    originals = m.base(raw)
-    vs, deltas = [], None
-    with torch.no_grad():
-        if trainer.viewmaker is not None:
-            deltas = [trainer.viewmaker.perturbation(originals, g) for _ in range(k)]
-            vs = [show(originals + dl) for dl in deltas]
-        else:
-            vs = [show(m.expert_base(raw, g)) for _ in range(k)]
-    fig = plots.view_grid(show(originals), vs, deltas, spectrogram=spectro)
+    m, raw = trainer.data.modality, trainer.data.test.images[:n]
+    outs, deltas, _ = draw_views(trainer, raw, k, torch.Generator().manual_seed(seed))
+    fig = plots.view_grid(m.base(raw), outs, deltas, spectrogram=m.audio)
     return _save(fig, cfg, "views")
 
 
