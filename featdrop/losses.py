@@ -5,6 +5,17 @@
   self-similarity kept in the denominator, minus the constant log 2B.
 - ``ifm``: implicit feature modification (Robinson et al. 2021): positive cosines −ε, negative
   cosines +ε before the temperature, combined as (L + α·L_ε)/(1 + α).
+
+Supervised losses of "Perfectly Balanced" (Chen, Fu et al. 2022, Thanos), taking ``labels (B,)``.
+σᵢⱼ = cos(zᵢ, z′ⱼ)/τ across the two views only, both directions; mean over the 2B anchors. P(i):
+same-class entries of the other view (i′ among them); N(i): the rest.
+
+- ``supcon``: SupCon as Thanos computes it, positives not pooled in the denominator:
+  L_SC(i) = mean_{p∈P(i)} [−σᵢₚ + log(e^{σᵢₚ} + Σ_{n∈N(i)} e^{σᵢₙ})].
+- ``class_conditional_nce``: InfoNCE with negatives from the anchor's own class only:
+  L_cNCE(i) = −σᵢᵢ′ + log Σ_{p∈P(i)} e^{σᵢₚ}; it spreads each class instead of collapsing it.
+- ``spread``: Thanos's L_spread = (1 − α)·L_SC + α·L_cNCE; α sets the degree of spread.
+- ``smoothed_cross_entropy``: label-smoothed cross-entropy, the supervised head trained alongside.
 """
 from __future__ import annotations
 
@@ -51,11 +62,62 @@ def reference_simclr(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.
     return (torch.logsumexp(logits, dim=1) - positive - math.log(2 * n)).mean()
 
 
-def contrastive_loss(name: str, z1, z2, temperature: float, ifm_epsilon: float = 0.1, ifm_alpha: float = 1.0):
+def _cross_view(z1, z2, labels):
+    """(2B, B) cross-view cosines and same-class mask: rows 0..B−1 are view-1 anchors against view 2,
+    rows B..2B−1 view-2 anchors against view 1; each anchor's own other view sits at column i mod B."""
+    a = F.normalize(z1.float(), dim=1)                        # (B, D)
+    b = F.normalize(z2.float(), dim=1)                        # (B, D)
+    s = a @ b.t()                                             # (B, B): s[i, j] = cos(z¹ᵢ, z²ⱼ)
+    same = labels[:, None] == labels[None, :]                 # (B, B), symmetric
+    return torch.cat([s, s.t()]), torch.cat([same, same])     # (2B, B) each
+
+
+def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """L_SC(i) = mean_{p∈P(i)} [−σᵢₚ + log(e^{σᵢₚ} + Σ_{n∈N(i)} e^{σᵢₙ})], mean over 2B anchors."""
+    cos, pos = _cross_view(z1, z2, labels)
+    sim = cos / temperature                                   # σ, (2B, B)
+    has_neg = (~pos).any(1, keepdim=True)                     # (2B, 1); False when the batch is one class
+    neg = sim.masked_fill(pos, float("-inf")).masked_fill(~has_neg, 0.0)  # 0-fill keeps the grad finite
+    lse_neg = torch.logsumexp(neg, 1, keepdim=True).masked_fill(~has_neg, float("-inf"))  # log Σ_N e^σ
+    # −σ + log(e^σ + e^{lse_N}) = softplus(lse_N − σ): 0 when N(i) is empty
+    per_pair = F.softplus(lse_neg - sim) * pos                # (2B, B), zero off P(i)
+    return (per_pair.sum(1) / pos.sum(1)).mean()
+
+
+def class_conditional_nce(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+                          temperature: float = 0.5) -> torch.Tensor:
+    """L_cNCE(i) = −σᵢᵢ′ + log Σ_{p∈P(i)} e^{σᵢₚ}, mean over the 2B anchors."""
+    cos, pos = _cross_view(z1, z2, labels)
+    sim = cos / temperature                                   # σ, (2B, B)
+    own = sim.diagonal().repeat(2)                            # σᵢᵢ′, (2B,): the diagonal of s and of sᵀ
+    return (torch.logsumexp(sim.masked_fill(~pos, float("-inf")), 1) - own).mean()
+
+
+def spread(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float = 0.5,
+           alpha: float = 0.5) -> torch.Tensor:
+    """L_spread = (1 − α)·L_SC + α·L_cNCE (Thanos: a_lc = a_spread = 1, so α = 0.5)."""
+    return ((1 - alpha) * supcon(z1, z2, labels, temperature)
+            + alpha * class_conditional_nce(z1, z2, labels, temperature))
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
+    """Cross-entropy against (1 − ε)·one-hot + ε/K, mean over the batch (ε = 0.1 in Thanos)."""
+    return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+
+
+def contrastive_loss(name: str, z1, z2, temperature: float, ifm_epsilon: float = 0.1, ifm_alpha: float = 1.0,
+                     labels: torch.Tensor | None = None, spread_alpha: float = 0.5):
+    """The contrastive loss ``name`` on two views' embeddings; supcon and spread also take ``labels``."""
     if name == "simclr":
         return nt_xent(z1, z2, temperature)
     if name == "reference":
         return reference_simclr(z1, z2, temperature)
     if name == "ifm":
         return ifm(z1, z2, temperature, ifm_epsilon, ifm_alpha)
-    raise ValueError(f"loss={name!r} is unknown: allowed simclr, reference, ifm")
+    if name in ("supcon", "spread") and labels is None:
+        raise ValueError(f"loss={name!r} needs labels (set supervise)")
+    if name == "supcon":
+        return supcon(z1, z2, labels, temperature)
+    if name == "spread":
+        return spread(z1, z2, labels, temperature, spread_alpha)
+    raise ValueError(f"loss={name!r} is unknown: allowed simclr, reference, ifm, supcon, spread")
