@@ -36,8 +36,8 @@ import torchaudio
 
 from . import datasets, pipeline
 from .audio_views import LENGTH, RATE, LogMel, audio_modality
-from .config import Config
-from .data import DataNotFoundError
+from .config import Config, size
+from .data import DataNotFoundError, read_cache
 from .runs import atomic_save
 from .overlays import balanced_labels
 
@@ -128,10 +128,9 @@ def load_clips(data_dir: str | os.PathLike, dataset: str) -> dict:
     folder = data_dir / FOLDERS[dataset]
     n_files = sum(1 for _ in folder.rglob("*.wav")) if folder.is_dir() else 0
     cache = data_dir / "featdrop_cache" / f"{dataset}_{RATE}hz_{LENGTH}.pt"
-    if cache.exists():
-        blob = torch.load(cache, weights_only=True)
-        if blob.get("version") == CACHE_VERSION and (n_files == 0 or blob["n_files"] == n_files):
-            return blob
+    blob = read_cache(cache)  # None, with a warning, when the file is damaged: decoded again below
+    if blob is not None and blob.get("version") == CACHE_VERSION and (n_files == 0 or blob.get("n_files") == n_files):
+        return blob
     if n_files == 0:
         raise DataNotFoundError(
             f"{dataset} not found: no {{digit}}_{{speaker}}_{{index}}.wav files under {folder} (nor a cache at "
@@ -262,8 +261,8 @@ def load(cfg: Config, device: torch.device) -> pipeline.Data:
     noise = [r.to(device) for r in load_noise(cfg.data_dir, names, cfg.noise_volume)]
     two = cfg.noise_draw == "independent"
     kw = dict(seed=cfg.seed, two_per_item=two, device=device)
-    train = SpokenDigitSet(clips, cfg.audio_dataset, "train", noise, names, subset=cfg.subset, **kw)
-    test_set = SpokenDigitSet(clips, cfg.audio_dataset, "test", noise, names, subset=cfg.test_subset, **kw)
+    train = SpokenDigitSet(clips, cfg.audio_dataset, "train", noise, names, subset=size(cfg.subset), **kw)
+    test_set = SpokenDigitSet(clips, cfg.audio_dataset, "test", noise, names, subset=size(cfg.test_subset), **kw)
     shared = set(train.speakers) & set(test_set.speakers)
     if shared:
         raise RuntimeError(f"speakers {sorted(shared)} are in both the train and the test split")

@@ -17,7 +17,10 @@ AUDIO_OVERLAYS = ("noise",)
 OVERLAYS = IMAGE_OVERLAYS + AUDIO_OVERLAYS
 VIEWS = ("expert", "viewmaker")
 PRESET_NAMES = ("auto", "quick", "paper")
-LOSSES = ("simclr", "reference", "ifm")
+SELF_SUPERVISED_LOSSES = ("simclr", "reference", "ifm")
+SUPERVISED_LOSSES = ("supcon", "spread", "ae")
+LOSSES = SELF_SUPERVISED_LOSSES + SUPERVISED_LOSSES
+SUPERVISE = (None, "coarse", "main", "alt")
 ENCODERS = ("resnet18", "convnet")
 PROBES = ("fast", "reference")
 AUDIO_VIEWS = ("spectral", "waveform")
@@ -38,10 +41,15 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     viewmaker_lr: float = 1e-3       # viewmaker Adam learning rate
-    temperature: float = 0.07        # τ
-    loss: str = "simclr"             # simclr (NT-Xent) | reference (one-directional, self term kept) | ifm
+    temperature: float | None = None  # τ; None: 0.07 (SimCLR losses, the reference), 0.5 (supcon, spread: Thanos)
+    # reference (the paper's SimCLR variant: view-1 anchors, self term kept) | simclr (NT-Xent) | ifm;
+    # supervised (need ``supervise``): supcon | spread (SupCon + class-conditional InfoNCE) | ae
+    loss: str = "reference"
     ifm_epsilon: float = 0.1         # IFM ε (cosine units); 0 = plain SimCLR
     ifm_alpha: float = 1.0           # IFM α: L = (L + α·L_ε)/(1+α)
+    supervise: str | None = None     # labels a supervised loss sees: None (self-supervised) | coarse | main | alt
+    spread_alpha: float = 0.5        # spread = (1 − α)·SupCon + α·class-conditional InfoNCE
+    ce_weight: float = 0.0           # supcon/spread: weight of a label-smoothed CE head (Thanos adds one); 0 = off
     # --- views
     budget: float | None = None      # viewmaker ε, mean |δ| per example (0.05; 0.1 letters; 0.125 audio)
     clamp: bool = False              # clamp viewmaker views to the data range (reference: off)
@@ -52,12 +60,12 @@ class Config:
     projection_head: bool = False    # MLP head before the 128-d output (reference: off)
     embedding_dim: int = 128
     # --- data
-    subset: int | None = None        # number of training examples (None: all)
-    test_subset: int | None = None   # number of test examples (None: all)
+    subset: int | str | None = None  # training examples: a number, "all", or None (the preset's: quick 5000)
+    test_subset: int | str | None = None  # test examples: a number, "all", or None (the preset's: quick 2000)
     overlay_resample: bool = False   # redraw training overlays every epoch (reference: yes)
-    overlay_size: float = 1.0        # overlay scale relative to the reference geometry
+    overlay_size: float = 1.0        # overlay scale relative to the reference geometry (see OVERLAY_SIZE_MAX)
     overlay_opacity: float = 1.0     # multiplies the overlay's alpha (shapes: 180/255 × this)
-    noise_volume: float = 0.05       # audio: peak amplitude of the background noise
+    noise_volume: float = 0.05       # audio: peak amplitude of the background noise, in (0, 1]
     noise_draw: str = "shared"       # audio: noise class shared by both views | independent (reference)
     audio_views: str = "spectral"    # audio expert views: spectral (SpecAugment-like) | waveform
     audio_dataset: str = "fsdd"      # fsdd (offline copy) | audiomnist (download it yourself)
@@ -72,7 +80,7 @@ class Config:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     compile: bool = False            # torch.compile the encoder and viewmaker (CUDA only)
     data_dir: str | None = None      # default: $FEATDROP_DATA, else ./data
-    out_dir: str | None = None       # default: runs/<overlay>-<views>-seed<seed>
+    out_dir: str | None = None       # default: runs/<overlay>-<views>[-<loss>[-<supervise>]]-seed<seed>
     download: bool = True            # let torchvision download missing data sets
     progress: bool = True            # show a progress bar
 
@@ -93,6 +101,16 @@ AUDIO_PRESETS: dict[str, dict[str, Any]] = {
 }
 # Budgets by overlay (feature_dropout.md §1.4).
 DEFAULT_BUDGET = {"letters": 0.1, "noise": 0.125}
+# Largest overlay_size at which the overlay still fits the 32×32 image: the shape's box is size·W/3
+# about the centre (≤ W at 3); the four digit copies, centred at 9 and 21, are round(10·size) px wide
+# (≤ 19 px stay inside); letters are drawn at the reference's jittered anchors, where a 12 px glyph
+# already reaches the last pixel column, so any larger font runs off the image.
+OVERLAY_SIZE_MIN = 0.1
+OVERLAY_SIZE_MAX = {"none": 3.0, "shapes": 3.0, "digits": 1.9, "letters": 1.0, "noise": 3.0}
+# Mean |δ| per example: images live in [0, 1], so a budget above 1 exceeds the whole range; audio
+# log-mels are z-scored, so there ε is in standard deviations.
+BUDGET_MAX = {"noise": 5.0}
+DEFAULT_TEMPERATURE = {"supcon": 0.5, "spread": 0.5}  # Thanos's τ; every other loss: the reference's 0.07
 
 
 class ConfigError(ValueError):
@@ -116,43 +134,86 @@ def make(**kwargs: Any) -> Config:
     return validate(Config(**kwargs))
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def validate(cfg: Config) -> Config:
     choices = dict(overlay=OVERLAYS, views=VIEWS, preset=PRESET_NAMES, loss=LOSSES, probe=PROBES,
-                   audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS)
+                   audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS, supervise=SUPERVISE)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
-            raise _bad(name, getattr(cfg, name), "one of " + ", ".join(allowed))
+            raise _bad(name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
     if cfg.encoder is not None and cfg.encoder not in ENCODERS:
         raise _bad("encoder", cfg.encoder, "one of " + ", ".join(ENCODERS) + " or None")
     for name in ("epochs", "batch_size", "subset", "test_subset", "probe_epochs", "knn_k", "embedding_dim",
                  "viewmaker_width"):
         v = getattr(cfg, name)
+        if name in ("subset", "test_subset") and v == "all":
+            continue
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-            raise _bad(name, v, "a positive integer" + ("" if name in ("knn_k", "embedding_dim") else " or None"))
+            extra = ', "all"' if name in ("subset", "test_subset") else ""
+            raise _bad(name, v, "a positive integer" + ("" if name in ("knn_k", "embedding_dim") else f"{extra} or None"))
+    if cfg.batch_size is not None and cfg.batch_size < 2:
+        raise _bad("batch_size", cfg.batch_size, "at least 2 (a contrastive batch needs negatives)")
     for name in ("budget", "lr", "temperature", "viewmaker_lr", "overlay_size", "overlay_opacity", "noise_volume"):
         v = getattr(cfg, name)
-        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+        if v is not None and not (_number(v) and v > 0):
             raise _bad(name, v, "a positive number")
+    ranges = {  # (lo, hi, lo inclusive): where a value means something
+        "noise_volume": (0, 1, False),  # the waveform lives in [−1, 1]
+        "overlay_opacity": (0, 1, False),
+        "overlay_size": (OVERLAY_SIZE_MIN, OVERLAY_SIZE_MAX[cfg.overlay], True),
+        "budget": (0, BUDGET_MAX.get(cfg.overlay, 1.0), False),
+        "momentum": (0, 0.999, True),
+        "ifm_epsilon": (0, 2, True),    # a cosine moves by at most 2
+        "spread_alpha": (0, 1, True),
+    }
+    for name, (lo, hi, closed) in ranges.items():
+        v = getattr(cfg, name)
+        if v is None:
+            continue
+        if not _number(v) or v > hi or v < lo or (v == lo and not closed):
+            where = f"for overlay={cfg.overlay!r}" if name in ("overlay_size", "budget") else ""
+            raise _bad(name, v, f"a number in {'[' if closed else '('}{lo:g}, {hi:g}] {where}".rstrip())
     names = [n.strip() for n in cfg.noise_classes.split(",")] if isinstance(cfg.noise_classes, str) else None
     if not names or not all(names) or len(set(names)) != len(names) or any("/" in n or "\\" in n for n in names):
         raise _bad("noise_classes", cfg.noise_classes, "a comma-separated list of distinct WAV file stems "
                    "(no paths) in <data_dir>/noise/, e.g. 'babble,traffic,machinery'")
-    if cfg.overlay_opacity > 1:
-        raise _bad("overlay_opacity", cfg.overlay_opacity, "a number in (0, 1]")
-    for name in ("momentum", "weight_decay", "ifm_epsilon", "ifm_alpha"):
+    for name in ("weight_decay", "ifm_alpha", "ce_weight"):
         v = getattr(cfg, name)
-        if not (isinstance(v, (int, float)) and v >= 0):
+        if not (_number(v) and v >= 0):
             raise _bad(name, v, "a non-negative number")
     if not isinstance(cfg.num_res_blocks, int) or not 1 <= cfg.num_res_blocks <= 5:
         raise _bad("num_res_blocks", cfg.num_res_blocks, "an integer from 1 to 5")
     dev = cfg.device
     if not (dev in ("auto", "cpu", "cuda") or (isinstance(dev, str) and dev.startswith("cuda:") and dev[5:].isdigit())):
         raise _bad("device", dev, "auto, cpu, cuda or cuda:N")
+    _check_supervision(cfg)
     return cfg
 
 
+def _check_supervision(cfg: Config) -> None:
+    """A supervised loss needs labels, labels need a supervised loss, and the labels must exist."""
+    if cfg.loss in SUPERVISED_LOSSES and cfg.supervise is None:
+        raise ConfigError(f"config field 'loss' = {cfg.loss!r} is supervised and needs labels: set supervise to "
+                          f"'coarse', 'main' or 'alt' (or use a self-supervised loss: {', '.join(SELF_SUPERVISED_LOSSES)})")
+    if cfg.supervise is not None and cfg.loss not in SUPERVISED_LOSSES:
+        raise ConfigError(f"config field 'supervise' = {cfg.supervise!r} needs a supervised loss, but loss = "
+                          f"{cfg.loss!r}: set loss to one of {', '.join(SUPERVISED_LOSSES)}, or supervise=None")
+    if cfg.supervise == "coarse" and cfg.overlay in AUDIO_OVERLAYS:
+        raise _bad("supervise", cfg.supervise, "main or alt for spoken digits (coarse labels exist for CIFAR-10 only)")
+    if cfg.supervise == "alt" and cfg.overlay == "none":
+        raise _bad("supervise", cfg.supervise, "coarse or main with overlay='none' (it has no alternate label)")
+    if cfg.ce_weight and cfg.loss not in ("supcon", "spread"):
+        raise _bad("ce_weight", cfg.ce_weight, "0 unless loss is supcon or spread (ae always has its CE head)")
+
+
 def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
-    """Fill every ``None`` from the preset, the overlay and the environment; validate."""
+    """Fill every ``None`` from the preset, the overlay and the environment; validate.
+
+    ``subset``/``test_subset`` = "all" stay "all" (every item), so a quick run can ask for the full
+    data set; ``size(value)`` turns them into a count or None."""
     import torch
 
     validate(cfg)
@@ -169,13 +230,26 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
             values[key] = val
     if values["budget"] is None:
         values["budget"] = DEFAULT_BUDGET.get(cfg.overlay, 0.05)
+    if values["temperature"] is None:
+        values["temperature"] = DEFAULT_TEMPERATURE.get(cfg.loss, 0.07)
     if values["data_dir"] is None:
         values["data_dir"] = default_data_dir()
     if values["out_dir"] is None:
-        values["out_dir"] = str(Path("runs") / f"{cfg.overlay}-{cfg.views}-seed{cfg.seed}")
+        values["out_dir"] = str(Path("runs") / default_run_name(cfg))
     if values["device"] == "auto":
         values["device"] = "cuda" if cuda_available else "cpu"
     return validate(Config(**values))
+
+
+def default_run_name(cfg: Config) -> str:
+    """<overlay>-<views>-seed<seed>, with the loss (and the supervised labels) when not the default."""
+    loss = "" if cfg.loss == Config.loss else f"-{cfg.loss}" + (f"-{cfg.supervise}" if cfg.supervise else "")
+    return f"{cfg.overlay}-{cfg.views}{loss}-seed{cfg.seed}"
+
+
+def size(value: int | str | None) -> int | None:
+    """A resolved subset/test_subset as a count, or None for every item."""
+    return None if value in (None, "all") else value
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

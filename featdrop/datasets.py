@@ -21,6 +21,8 @@ class Split:
     labels: torch.Tensor      # int64 (N,), CIFAR-10 class (main label)
     alt_labels: torch.Tensor  # int64 (N,), overlay class (alternate label)
     base: torch.Tensor        # uint8 (N, 3, 32, 32), the photos without overlay (for redraws)
+    coarse_labels: torch.Tensor | None = None  # int64 (N,), vehicles 1 / animals 0 (CIFAR-10 only)
+    masks: torch.Tensor | None = None          # bool (N, 32, 32), the overlay's pixels (image overlays)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,6 +55,6 @@ class ImageOverlaySet:
 
     def draw(self, draw: int = 0) -> Split:
         gen = overlay_generator(self.seed, self.split, draw)
-        images, alt = overlays.apply(self.overlay, self.base, gen, size=self.size, opacity=self.opacity,
-                                     digits=self.digits, digit_labels=self.digit_labels)
-        return Split(images, self.labels, alt.to(self.base.device), self.base)
+        images, alt, masks = overlays.apply(self.overlay, self.base, gen, size=self.size, opacity=self.opacity,
+                                            digits=self.digits, digit_labels=self.digit_labels, with_masks=True)
+        return Split(images, self.labels, alt.to(self.base.device), self.base, data.coarse_labels(self.labels), masks)

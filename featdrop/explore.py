@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import config as cfgmod
-from . import plots, probe, train
+from . import health, plots, probe, train
 
 
 def find_runs(root: str | Path = "runs") -> list[str]:
@@ -130,9 +130,9 @@ class ViewExplorer:
         out = {}
         for name, y in (("alt", t.alt_labels[:n]), ("main", t.labels[:n])):
             with torch.no_grad():
-                clean_ok = self.probes[name].logits(self._features(m.clean(raw))).argmax(1) == y
-                view_ok = self.probes[name].logits(self._features(x)).argmax(1) == y
-            out[f"{name}_dropped"] = ((~view_ok) & clean_ok).sum().item() / max(1, clean_ok.sum().item())
+                clean_pred = self.probes[name].logits(self._features(m.clean(raw))).argmax(1)
+                view_pred = self.probes[name].logits(self._features(x)).argmax(1)
+            out[f"{name}_dropped"] = health.dropped_fraction(clean_pred, view_pred, y)
         return out
 
     # ---------------------------------------------------------------- JupyterLab

@@ -46,6 +46,11 @@ class Encoder(nn.Module):
         prepool = self.body(x)                          # (B, C, h, w)
         return prepool.mean(dim=(2, 3)), prepool.flatten(1)
 
+    def embed(self, x):
+        """(pooled features (B, width), embedding (B, embedding_dim)) in one pass."""
+        pooled = self.body(x).mean(dim=(2, 3))
+        return pooled, self.head(pooled)
+
     def forward(self, x):
         return self.head(self.body(x).mean(dim=(2, 3)))  # (B, embedding_dim)
 

@@ -37,7 +37,8 @@ def config_from_namespace(ns: dict) -> Config:
         f"{'CUDA is available' if cfg.device.startswith('cuda') else 'no CUDA, so the CPU-sized preset'})"
     print(f"overlay={cfg.overlay} views={cfg.views} preset={cfg.preset}{chosen}\n"
           f"encoder={cfg.encoder} epochs={cfg.epochs} batch_size={cfg.batch_size} subset={cfg.subset} "
-          f"budget={cfg.budget} loss={cfg.loss} device={cfg.device}\nout_dir={cfg.out_dir}")
+          f"budget={cfg.budget} loss={cfg.loss} temperature={cfg.temperature} supervise={cfg.supervise} "
+          f"device={cfg.device}\nout_dir={cfg.out_dir}")
     return cfg
 
 
@@ -84,7 +85,8 @@ def probe_bars(cfg: Config, metrics: dict):
 def metrics_table(metrics: dict):
     import pandas as pd
 
-    rows = [(k, metrics[f"probe_{k}"], metrics.get(f"knn_{k}"), metrics[f"chance_{k}"]) for k in ("main", "alt")]
+    rows = [(k, metrics[f"probe_{k}"], metrics.get(f"knn_{k}"), metrics[f"chance_{k}"])
+            for k in ("main", "alt", "coarse") if f"probe_{k}" in metrics]
     df = pd.DataFrame(rows, columns=["label", "linear probe", "kNN", "chance"]).set_index("label")
     print(f"device {metrics['device']}, pretraining {metrics['train_s']:.0f} s, probes {metrics['probe_s']:.0f} s, "
           f"wall {metrics['wall_s']:.0f} s")

@@ -105,17 +105,20 @@ def resize_digits(digits: torch.Tensor, size: int = DIGIT_SIZE) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ compositing
-def _composite(images: torch.Tensor, paint, chunk: int = 1024) -> torch.Tensor:
+def _composite(images: torch.Tensor, paint, chunk: int = 1024, masks: torch.Tensor | None = None) -> torch.Tensor:
     """Alpha-blend a per-image overlay onto uint8 ``images (N, 3, H, W)``.
 
     ``paint(sl)`` returns ``(colour, alpha)`` for the images ``sl``: colour (n,3,H,W) or (n,3,1,1)
     in 0..255 and alpha (n,1,H,W) in [0,1]. Working in chunks keeps every temporary in cache: the
     blend is memory-bound, and this is several times faster on a CPU than whole-tensor floats.
+    ``masks`` (bool (N, H, W)), when given, receives the overlay's pixels (alpha > 0).
     """
     out = torch.empty_like(images)
     for i in range(0, len(images), chunk):
         sl = slice(i, i + chunk)
         colour, alpha = paint(sl)
+        if masks is not None:
+            masks[sl] = alpha[:, 0] > 0
         x = images[sl].float()
         out[sl] = x.add_((colour - x).mul_(alpha)).round_().clamp_(0, 255).to(torch.uint8)
     return out
@@ -126,13 +129,13 @@ def sample_shapes(n, generator):
     return balanced_labels(n, 3, generator), torch.randint(0, 256, (n, 3), generator=generator)
 
 
-def add_shapes(images, generator, size=1.0, opacity=1.0):
+def add_shapes(images, generator, size=1.0, opacity=1.0, masks=None):
     n, dev = len(images), images.device
     labels, rgb = sample_shapes(n, generator)
     colour = rgb.to(dev).float()[:, :, None, None]
-    masks = shape_masks(size).to(dev)[:, None] * (SHAPE_ALPHA * opacity)  # (3, 1, 32, 32)
+    alpha = shape_masks(size).to(dev)[:, None] * (SHAPE_ALPHA * opacity)  # (3, 1, 32, 32)
     lab = labels.to(dev)
-    return _composite(images, lambda sl: (colour[sl], masks[lab[sl]])), labels
+    return _composite(images, lambda sl: (colour[sl], alpha[lab[sl]]), masks=masks), labels
 
 
 def sample_digits(n, generator, digit_labels):
@@ -146,7 +149,7 @@ def sample_digits(n, generator, digit_labels):
     return labels, torch.cat(pool)[(torch.cumsum(counts, 0) - counts)[labels] + rank]
 
 
-def add_digits(images, generator, digits, digit_labels, size=1.0, opacity=1.0):
+def add_digits(images, generator, digits, digit_labels, size=1.0, opacity=1.0, masks=None):
     """Paste one digit from the pool ``digits`` (uint8 (M, 28, 28)) four times on each image."""
     n, dev = len(images), images.device
     labels, chosen = sample_digits(n, generator, digit_labels)
@@ -162,7 +165,7 @@ def add_digits(images, generator, digits, digit_labels, size=1.0, opacity=1.0):
         # Pixels exactly 0 are transparent, all others opaque grey (reference).
         return grey[:, None], (grey[:, None] > 0).float() * opacity
 
-    return _composite(images, paint), labels
+    return _composite(images, paint, masks=masks), labels
 
 
 @lru_cache(maxsize=None)
@@ -188,7 +191,7 @@ def sample_letters(n, generator):
     return labels, rgb, offsets
 
 
-def add_letters(images, generator, size=1.0, opacity=1.0):
+def add_letters(images, generator, size=1.0, opacity=1.0, masks=None):
     n, dev = len(images), images.device
     labels, rgb, offsets = sample_letters(n, generator)
     colour = rgb.to(dev).float()[:, :, None, None]
@@ -203,24 +206,29 @@ def add_letters(images, generator, size=1.0, opacity=1.0):
             clear = keep if clear is None else clear.mul_(keep)
         return colour[sl], (1 - clear)[:, None] * opacity
 
-    return _composite(images, paint), labels
+    return _composite(images, paint, masks=masks), labels
 
 
 def apply(name: str, images: torch.Tensor, generator: torch.Generator, *, size: float = 1.0,
-          opacity: float = 1.0, digits: torch.Tensor | None = None, digit_labels: torch.Tensor | None = None):
-    """Composite overlay ``name`` onto uint8 ``images (N, 3, 32, 32)``; returns (images, alt_labels).
+          opacity: float = 1.0, digits: torch.Tensor | None = None, digit_labels: torch.Tensor | None = None,
+          with_masks: bool = False):
+    """Composite overlay ``name`` onto uint8 ``images (N, 3, 32, 32)``; returns (images, alt_labels), and
+    with ``with_masks`` also the overlay's pixels, bool (N, 32, 32) (where its alpha is above 0).
 
     The generator lives on the CPU; ``images`` may be on any device and the result stays there.
     """
     check_name(name)
     if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
         raise OverlayError(f"images must be uint8 (N, 3, 32, 32), got {images.dtype} {tuple(images.shape)}")
+    masks = torch.zeros(len(images), IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool, device=images.device)
     if name == "none":
-        return images, torch.zeros(len(images), dtype=torch.int64)
-    if name == "shapes":
-        return add_shapes(images, generator, size, opacity)
-    if name == "letters":
-        return add_letters(images, generator, size, opacity)
-    if digits is None or digit_labels is None:
-        raise OverlayError("overlay='digits' needs an MNIST pool: pass digits= and digit_labels=")
-    return add_digits(images, generator, digits, digit_labels, size, opacity)
+        out, labels = images, torch.zeros(len(images), dtype=torch.int64)
+    elif name == "shapes":
+        out, labels = add_shapes(images, generator, size, opacity, masks)
+    elif name == "letters":
+        out, labels = add_letters(images, generator, size, opacity, masks)
+    else:
+        if digits is None or digit_labels is None:
+            raise OverlayError("overlay='digits' needs an MNIST pool: pass digits= and digit_labels=")
+        out, labels = add_digits(images, generator, digits, digit_labels, size, opacity, masks)
+    return (out, labels, masks) if with_masks else (out, labels)

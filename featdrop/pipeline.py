@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from . import datasets, views
-from .config import Config, ConfigError
+from .config import Config, ConfigError, size
 
 
 @dataclass
@@ -66,8 +66,8 @@ def load(cfg: Config, device: torch.device) -> Data:
 
         kw = dict(seed=cfg.seed, size=cfg.overlay_size, opacity=cfg.overlay_opacity, download=cfg.download,
                   device=device)
-        train = datasets.ImageOverlaySet(cfg.overlay, "train", cfg.data_dir, subset=cfg.subset, **kw)
-        test = datasets.ImageOverlaySet(cfg.overlay, "test", cfg.data_dir, subset=cfg.test_subset, **kw).draw(0)
+        train = datasets.ImageOverlaySet(cfg.overlay, "train", cfg.data_dir, subset=size(cfg.subset), **kw)
+        test = datasets.ImageOverlaySet(cfg.overlay, "test", cfg.data_dir, subset=size(cfg.test_subset), **kw).draw(0)
         data = Data(image_modality(), train, test, 10, NUM_ALT_CLASSES[cfg.overlay])
     n_train = len(data.train.labels)
     if cfg.batch_size > n_train:

@@ -63,6 +63,22 @@ def logistic_regression(train_x, train_y, test_x, test_y, num_classes: int, l2: 
     return LinearProbe(train_x, train_y, num_classes, l2, iters).accuracy(test_x, test_y)
 
 
+def chance(test_y, num_classes: int) -> float:
+    """Accuracy of always guessing the most frequent test label."""
+    return (torch.bincount(test_y, minlength=num_classes).max() / len(test_y)).item()
+
+
+def fast_metrics(train_x, test_x, labelsets, knn_k: int = 200) -> dict:
+    """The fast protocol on precomputed features: for each ``(name, train_y, test_y, num_classes)`` in
+    ``labelsets``, ``probe_<name>`` (logistic regression), ``knn_<name>`` and ``chance_<name>``."""
+    out = {}
+    for name, ytr, yte, k in labelsets:
+        out[f"probe_{name}"] = logistic_regression(train_x, ytr, test_x, yte, k)
+        out[f"knn_{name}"] = knn_accuracy(train_x, ytr, test_x, yte, k, knn_k)
+        out[f"chance_{name}"] = chance(yte, k)
+    return out
+
+
 def knn_accuracy(train_x, train_y, test_x, test_y, num_classes: int, k: int = 200, t: float = 0.1,
                  batch: int = 1024) -> float:
     """Weighted kNN on cosine similarity (InstDisc / SimCLR monitors): votes exp(s/t) of the k nearest."""

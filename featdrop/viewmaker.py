@@ -7,6 +7,11 @@ additive perturbation on the L1 sphere, per example:
     δ = ε · tanh(y) / (mean_{c,h,w} |tanh(y)| + 1e-4)      # mean |δ| = ε, the distortion budget
 
 and the view is x + δ (optionally clamped to the data range).
+
+The noise channels are drawn by ``draw_noise`` (from an explicit generator) and passed in as tensors,
+so the network itself holds no generator: ``torch.compile`` traces it without graph breaks. Noise
+and instance norm are per example, so the two views of a batch can be made in one call on the
+stacked 2B batch: the same distribution as two separate calls, half the kernel launches.
 """
 from __future__ import annotations
 
@@ -55,21 +60,30 @@ class Viewmaker(nn.Module):
                                      nn.Upsample(scale_factor=2, mode="nearest"), conv_in_relu(2 * w, w, 3),
                                      conv(w, in_channels, 9))
 
-    @staticmethod
-    def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        s = x.shape[-1]  # (B, 1, S, S): the reference's noise is square
-        return torch.rand(x.shape[0], 1, s, s, device=x.device, dtype=x.dtype, generator=generator)
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """U[0, 1) noise channels for ``x (B, C, S, S)``: one (B, 1, S, S) at the input (square, as the
+        reference), then one (B, 1, S/4, S/4) before each residual block."""
+        b, s = x.shape[0], x.shape[-1]
+        h = s
+        for _ in range(2):  # the stem's two stride-2 convs (kernel 3, reflection pad 1)
+            h = (h - 1) // 2 + 1
+        shapes = [(b, 1, s, s)] + [(b, 1, h, h)] * len(self.blocks)
+        return [torch.rand(shape, device=x.device, dtype=x.dtype, generator=generator) for shape in shapes]
 
-    def perturbation(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """δ with per-example mean |δ| = budget, shape of x."""
-        h = self.stem(torch.cat([x, self._noise(x, generator)], 1))
-        for block in self.blocks:
-            h = block(torch.cat([h, self._noise(h, generator)], 1))
+    def perturbation(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                     noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """δ with per-example mean |δ| = budget, shape of x; ``noise`` from ``draw_noise`` (else drawn here)."""
+        if noise is None:
+            noise = self.draw_noise(x, generator)
+        h = self.stem(torch.cat([x, noise[0].to(x.dtype)], 1))
+        for block, n in zip(self.blocks, noise[1:]):
+            h = block(torch.cat([h, n.to(h.dtype)], 1))
         y = self.decoder(h)
         d0 = torch.tanh(y.float())
         scale = d0.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-4
         return (self.budget * d0 / scale).to(x.dtype)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        view = x + self.perturbation(x, generator)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        view = x + self.perturbation(x, generator, noise)
         return view.clamp(*self.clamp) if self.clamp is not None else view
