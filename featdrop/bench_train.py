@@ -1,34 +1,98 @@
-"""Training throughput, images/s on the current device, with the reference design as baseline.
+"""Training throughput on the current device, against the reference design, and how many runs share it.
 
-Measured: expert view generation (two views), viewmaker view generation (two views), a full expert
-SimCLR step and a full viewmaker step (encoder step + viewmaker step). Baseline, in the same
-process: the reference design, per-sample torchvision transforms on PIL images through a
-DataLoader, fp32, for the views and for the full expert step. The timed steps are the training
-code's own (``Trainer.encoder_step`` / ``Trainer.step``), on synthetic uint8 batches.
+``python -m featdrop.bench train`` measures, on synthetic uint8 batches and with the training code's
+own steps (``Trainer.step``, ``Trainer.encoder_step``, ``Trainer.views``; nothing re-implemented):
+- images/s of the expert step (two expert views + one encoder step) and of the viewmaker step
+  (encoder step + viewmaker step), eager and, on CUDA, compiled (``compile=True``), each next to a
+  short ``torch.profiler`` profile: the GPU-busy time per step on CUDA (the sum of kernel times), the
+  profiled self CPU time per step on a CPU;
+- view generation alone (expert, viewmaker);
+- the reference design in the same process: per-sample torchvision transforms on PIL images through a
+  DataLoader, fp32, timed in steady state (warm workers, a minimum number of batches and seconds);
+- the aggregate images/s of k concurrent runs on one device (k processes timing the same step,
+  summed): ``concurrent_throughput``, which ``python -m featdrop.grid --workers auto`` calls;
+- projections: one 200-epoch cell of 50,000 images, and the 8-cell grid (4 overlays × 2 view types)
+  at the best concurrency.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import heapq
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 
 from . import config, pipeline, train, views
 
+EPOCHS, IMAGES = 200, 50_000  # the paper's schedule: one cell = 200 epochs of the 50,000 CIFAR-10 images
+GRID_CELLS = {"expert": 4, "viewmaker": 4}  # 4 overlays × 2 view types
 
-def _rate(fn, batch: int, steps: int, cuda: bool) -> float:
-    fn()  # warm-up (and compile)
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def synthetic_trainer(**fields) -> train.Trainer:
+    """The training code's Trainer on synthetic data (nothing loaded), e.g. views="viewmaker"."""
+    fields.setdefault("out_dir", tempfile.mkdtemp(prefix="featdrop-bench-"))
+    fields["progress"] = False
+    return train.Trainer(config.make(**fields), data=pipeline.Data(pipeline.image_modality(), None, None, 10, 1))
+
+
+def synthetic_batch(batch: int, device, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def _sync(cuda: bool) -> None:
     if cuda:
         torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
+
+
+def rate(fn: Callable, batch: int, cuda: bool, warmup: int = 1, min_steps: int = 3, min_s: float = 2.0) -> float:
+    """images/s of ``fn`` (one batch per call): ``warmup`` untimed calls (compilation, allocator,
+    cuDNN autotuning), then at least ``min_steps`` calls and ``min_s`` seconds."""
+    for _ in range(warmup):
         fn()
+    _sync(cuda)
+    n, t = 0, time.perf_counter()
+    while n < min_steps or time.perf_counter() - t < min_s:
+        fn()
+        n += 1
+        _sync(cuda)
+    return batch * n / (time.perf_counter() - t)
+
+
+def profile_ms(fn: Callable, cuda: bool, steps: int = 3) -> float:
+    """A short torch.profiler profile of ``steps`` calls (already warm): on CUDA the GPU-busy time per
+    step (the sum of every kernel's time), on a CPU the total self CPU time of the ops per step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Profiler clears events at the end of each cycle": one cycle here
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                fn()
+            _sync(cuda)
+        events = prof.events()
     if cuda:
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t)
+        total_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)
+    else:
+        total_us = sum(e.self_cpu_time_total for e in events)
+    return total_us / 1000 / steps
 
 
+# ---------------------------------------------------------------------------- the reference design
 class _PILPairs(torch.utils.data.Dataset):
     """The reference's data path: a PIL image → two independent torchvision transform draws."""
 
@@ -56,76 +120,249 @@ class _PILPairs(torch.utils.data.Dataset):
         return self.t(im), self.t(im)
 
 
+def pil_rate(images: torch.Tensor, batch: int, workers: int, step: Callable | None = None,
+             min_batches: int = 8, min_s: float = 3.0) -> float:
+    """images/s of the reference's loader (optionally feeding ``step(v1, v2)``), in steady state.
+
+    The workers start together, so the first batches arrive in a burst of ``workers`` after one
+    batch time, and more are prefetched while the consumer is busy; timing from the first batch
+    counts that burst as throughput (on 16 workers over 20 batches, "views + step" came out faster
+    than views alone). So: discard 2 × workers batches (at least 3), then time at least
+    max(min_batches, 4 × workers) batches and ``min_s`` seconds."""
+    sampler = torch.utils.data.RandomSampler(range(len(images)), replacement=True, num_samples=10**9)
+    loader = torch.utils.data.DataLoader(_PILPairs(images), batch_size=batch, sampler=sampler,
+                                         num_workers=workers, drop_last=True)
+    it = iter(loader)
+    for _ in range(max(3, 2 * workers)):
+        v1, v2 = next(it)
+        if step:
+            step(v1, v2)
+    need = max(min_batches, 4 * workers)
+    n, t = 0, time.perf_counter()
+    while n < need or time.perf_counter() - t < min_s:
+        v1, v2 = next(it)
+        if step:
+            step(v1, v2)
+        n += 1
+    dt = time.perf_counter() - t
+    del it, loader  # stops the workers
+    return batch * n / dt
+
+
+# ---------------------------------------------------------------------------- k concurrent runs
+def _worker(job: dict) -> None:
+    """One process of ``concurrent_throughput``: build and warm up, say "ready"; then for every line
+    "THREADS SECONDS" on stdin, time steps for that long and answer with a JSON line."""
+    torch.set_num_threads(job["threads"])
+    trainer = synthetic_trainer(**job["fields"])
+    cuda, batch = trainer.cuda, trainer.cfg.batch_size
+    raw = synthetic_batch(batch, trainer.device, seed=os.getpid())
+    g = torch.Generator(device=trainer.device).manual_seed(0)
+    for _ in range(job["warmup"]):
+        trainer.step(raw, g)
+    _sync(cuda)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        threads, seconds = line.split()
+        torch.set_num_threads(int(threads))
+        n, t = 0, time.perf_counter()
+        while n < 1 or time.perf_counter() - t < float(seconds):
+            trainer.step(raw, g)
+            _sync(cuda)
+            n += 1
+        print(json.dumps({"images": n * batch, "seconds": time.perf_counter() - t}), flush=True)
+
+
+def concurrent_throughput(fields: dict, ks: Sequence[int], seconds: float = 3.0, warmup: int | None = None,
+                          env: dict | None = None, log: Callable[[str], None] | None = print) -> dict[int, float]:
+    """Aggregate images/s of k processes on one device, for each k in ``ks``. max(ks) processes each
+    build a Trainer from the config ``fields`` (its ``views`` picks the expert or the viewmaker step)
+    and warm up, once; then, for each k, k of them time ``Trainer.step`` for ``seconds`` from a common
+    start signal and their rates are summed. On a CPU the k share the cores (cores // k torch threads
+    each). ``env``: the processes' environment (e.g. CUDA_VISIBLE_DEVICES pinning one GPU)."""
+    ks = sorted(set(ks))
+    on_gpu = fields.get("device") != "cpu" and torch.cuda.is_available()
+    job = {"fields": {**fields, "progress": False}, "threads": max(1, cores() // ks[-1]),
+           "warmup": warmup if warmup is not None else (3 if on_gpu else 1)}
+    procs, errs = [], []
+    out: dict[int, float] = {}
+    try:
+        for _ in range(ks[-1]):
+            errs.append(tempfile.TemporaryFile("w+"))
+            procs.append(subprocess.Popen([sys.executable, "-m", "featdrop.bench_train", "--worker", json.dumps(job)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[-1], text=True,
+                                          env=env))
+        for p, err in zip(procs, errs):
+            if p.stdout.readline().strip() != "ready":
+                p.wait()
+                err.seek(0)
+                raise RuntimeError(f"a throughput worker failed (exit {p.returncode}):\n{err.read()[-3000:]}")
+        for k in ks:
+            threads = max(1, cores() // k)
+            for p in procs[:k]:  # the start signal
+                p.stdin.write(f"{threads} {seconds}\n")
+                p.stdin.flush()
+            out[k] = sum(r["images"] / r["seconds"] for r in (json.loads(p.stdout.readline()) for p in procs[:k]))
+            if log:
+                log(f"  {k} concurrent run(s) ({threads} thread(s) each): {out[k]:9,.0f} images/s in all")
+    finally:
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()  # the worker's loop ends
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+        for err in errs:
+            err.close()
+    return out
+
+
+def default_ks(cuda: bool, limit: int | None = None) -> list[int]:
+    """k = 1, 2, 4, … : up to 8 per GPU, up to the number of cores on a CPU; at most ``limit``."""
+    top = min(8 if cuda else cores(), limit or 10**6)
+    ks = [1]
+    while ks[-1] * 2 <= top:
+        ks.append(ks[-1] * 2)
+    return ks
+
+
+def choose_concurrency(rates: dict[int, float], tolerance: float = 0.05) -> int:
+    """The smallest k whose aggregate throughput is within ``tolerance`` of the best."""
+    best = max(rates.values())
+    return min(k for k, r in rates.items() if r >= (1 - tolerance) * best)
+
+
+def makespan(durations: Sequence[float], slots: int) -> float:
+    """Wall time of independent jobs on ``slots`` parallel slots, longest first (LPT scheduling)."""
+    loads = [0.0] * slots
+    for d in sorted(durations, reverse=True):
+        heapq.heapreplace(loads, loads[0] + d)
+    return max(loads)
+
+
+def grid_projection(rates_by_kind: dict[str, dict[int, float]], cells: dict[str, int] = GRID_CELLS,
+                    images: int = EPOCHS * IMAGES) -> dict[int, float]:
+    """Seconds (steps only) for the grid at each measured concurrency k: each of the k processes runs
+    at the k-aggregate rate / k of its cell's kind, and cells are scheduled longest first."""
+    ks = set.intersection(*(set(r) for r in rates_by_kind.values()))
+    return {k: makespan([images * k / rates_by_kind[kind][k] for kind, n in cells.items() for _ in range(n)], k)
+            for k in sorted(ks)}
+
+
+def _hours(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
+
+
+# ---------------------------------------------------------------------------- the benchmark
 def main(argv=None, data_dir: str | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="auto", choices=config.PRESET_NAMES)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after one warm-up)")
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the PIL baseline")
-    ap.add_argument("--compile", action="store_true", help="torch.compile encoder and viewmaker (CUDA)")
+    ap.add_argument("--min-steps", type=int, default=3, help="timed steps per measurement, at least")
+    ap.add_argument("--min-seconds", type=float, default=2.0, help="seconds per measurement, at least")
+    ap.add_argument("--workers", type=int, default=cores(), help="DataLoader workers of the PIL baseline "
+                    "(default: every core, as a reference run would use)")
+    ap.add_argument("--concurrency", default="auto", help="k values for the concurrent-runs measurement, "
+                    "e.g. 1,2,4 (auto: powers of 2 up to 8 on a GPU, up to the cores on a CPU); 0: skip")
+    ap.add_argument("--concurrency-seconds", type=float, default=3.0, help="timed seconds per k")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled measurements on CUDA")
     args = ap.parse_args(argv)
-    images = torch.randint(0, 256, (args.batch * (args.steps + 1), 3, 32, 32), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
-    # The training code itself, on synthetic batches: a viewmaker run's Trainer.
-    m = pipeline.image_modality()
-    trainer = train.Trainer(config.make(preset=args.preset, device=args.device, data_dir=data_dir, views="viewmaker",
-                                        batch_size=args.batch, compile=args.compile, out_dir=tempfile.mkdtemp()),
-                            data=pipeline.Data(m, None, None, 10, 1))
-    cfg, dev, cuda = trainer.cfg, trainer.device, trainer.cuda
-    raw = images[:args.batch].to(dev)
+
+    common = dict(preset=args.preset, device=args.device, data_dir=data_dir, batch_size=args.batch)
+    trainer = synthetic_trainer(views="viewmaker", **common)  # the training code, synthetic batches
+    cfg, dev, cuda, m = trainer.cfg, trainer.device, trainer.cuda, trainer.data.modality
+    raw = synthetic_batch(args.batch, dev)
     g = torch.Generator(device=dev).manual_seed(0)
-
-    def expert_views():
-        return m.expert(raw, g), m.expert(raw, g)
-
-    def pil_rates() -> tuple[float, float]:
-        """The baseline, timed last: its worker processes would otherwise prefetch in the background
-        while our own paths are timed. One epoch = warm-up batch + ``steps`` timed batches."""
-        out = []
-        for with_step in (False, True):
-            loader = torch.utils.data.DataLoader(_PILPairs(images), batch_size=args.batch, shuffle=True,
-                                                 num_workers=args.workers, drop_last=True)
-            it = iter(loader)
-            first = next(it)  # starts the workers
-            trainer.amp = False  # the reference trained in fp32
-            if with_step:
-                trainer.encoder_step(first[0].to(dev), first[1].to(dev))
-            t = time.perf_counter()
-            for v1, v2 in it:
-                if with_step:
-                    trainer.encoder_step(v1.to(dev), v2.to(dev))
-            if cuda:
-                torch.cuda.synchronize()
-            out.append(args.batch * args.steps / (time.perf_counter() - t))
-            del it, loader
-        trainer.amp = cuda
-        return out[0], out[1]
-
-    name = torch.cuda.get_device_name(dev) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    warm = 3 if cuda else 1
+    timing = dict(cuda=cuda, warmup=warm, min_steps=args.min_steps, min_s=args.min_seconds)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    name = torch.cuda.get_device_name(dev) if cuda else \
+        f"cpu ({torch.get_num_threads()} threads, {cores()} cores, load average {load:.1f}" + \
+        (": other processes share these cores, so every figure is low)" if load > cores() - 0.5 else ")")
     print(f"device {name}; preset {cfg.preset}: encoder {cfg.encoder}, viewmaker width {cfg.viewmaker_width}, "
-          f"batch {args.batch}, {'bf16 + channels_last' if cuda else 'fp32'}{', compiled' if args.compile else ''}")
-    r = {}
-    r["expert_views"] = _rate(expert_views, args.batch, args.steps, cuda)
-    r["viewmaker_views"] = _rate(lambda: trainer.views(raw, g, grad=False), args.batch, args.steps, cuda)
-    r["expert_step"] = _rate(lambda: trainer.encoder_step(*expert_views()), args.batch, args.steps, cuda)
-    r["viewmaker_step"] = _rate(lambda: trainer.step(raw, g), args.batch, args.steps, cuda)
-    r["pil_views"], r["pil_expert_step"] = pil_rates()
-    rows = [("expert view generation (2 views)", "expert_views", "pil_views"),
-            ("viewmaker view generation (2 views)", "viewmaker_views", None),
-            ("full expert SimCLR step", "expert_step", "pil_expert_step"),
-            ("full viewmaker step", "viewmaker_step", None),
-            ("reference: PIL views via DataLoader", "pil_views", None),
-            ("reference: PIL views + expert step", "pil_expert_step", None)]
-    for label, key, base in rows:
+          f"batch {args.batch}, {'bf16 autocast + channels_last' if cuda else 'fp32'}")
+
+    def expert_step():  # what Trainer.step runs for views="expert"
+        return trainer.encoder_step(*(m.expert(raw, g), m.expert(raw, g)))
+
+    r: dict = {}
+    r["expert_views"] = rate(lambda: (m.expert(raw, g), m.expert(raw, g)), args.batch, **timing)
+    r["viewmaker_views"] = rate(lambda: trainer.views(raw, g, grad=False), args.batch, **timing)
+    prof_label = "GPU busy" if cuda else "profiled self CPU"
+    print(f"\n  {'step':16s} {'mode':9s} {'images/s':>10s} {'ms/step':>9s}   {prof_label} ms/step (torch.profiler)")
+    steps = {"expert_step": expert_step, "viewmaker_step": lambda: trainer.step(raw, g)}
+    compiled = None
+    if cuda and not args.no_compile:
+        compiled = synthetic_trainer(views="viewmaker", compile=True, **common)
+    for key, fn in steps.items():
+        for mode in ("eager", "compiled"):
+            label = key.replace("_", " ")
+            if mode == "compiled" and not cuda:
+                print(f"  {label:16s} {mode:9s} not measured on CPU (torch.compile is used on CUDA only)")
+                continue
+            if mode == "compiled" and compiled is None:
+                print(f"  {label:16s} {mode:9s} skipped (--no-compile)")
+                continue
+            if mode == "compiled" and key == "expert_step":
+                print(f"  {label:16s} {mode:9s} = eager: compile=True compiles only the viewmaker "
+                      f"(a compiled encoder was slower on an H100)")
+                continue
+            f = fn if mode == "eager" else (lambda: compiled.step(raw, g))
+            ips = rate(f, args.batch, **{**timing, "warmup": warm + (2 if mode == "compiled" else 0)})
+            ms = args.batch / ips * 1000
+            busy = profile_ms(f, cuda)
+            share = f" ({busy / ms:.0%} of the step)" if cuda else ""
+            r[f"{key}_{mode}"], r[f"{key}_{mode}_profile_ms"] = ips, busy
+            print(f"  {label:16s} {mode:9s} {ips:10,.0f} {ms:9.1f}   {busy:9.1f}{share}")
+    r["expert_step"], r["viewmaker_step"] = r["expert_step_eager"], r["viewmaker_step_eager"]
+
+    # The baseline, timed after our own paths: its workers would otherwise run in the background.
+    pool = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    trainer.amp = False  # the reference trained in fp32
+    r["pil_views"] = pil_rate(pool, args.batch, args.workers)
+    r["pil_expert_step"] = pil_rate(pool, args.batch, args.workers,
+                                    step=lambda v1, v2: trainer.encoder_step(v1.to(dev), v2.to(dev)))
+    trainer.amp = cuda
+    print(f"\n  {'path':40s} {'images/s':>10s}")
+    for label, key, base in [("expert view generation (2 views)", "expert_views", "pil_views"),
+                             ("viewmaker view generation (2 views)", "viewmaker_views", None),
+                             ("full expert step", "expert_step", "pil_expert_step"),
+                             ("full viewmaker step", "viewmaker_step", None),
+                             (f"reference: PIL views, DataLoader x{args.workers}", "pil_views", None),
+                             ("reference: PIL views + expert step (fp32)", "pil_expert_step", None)]:
         ratio = f"   {r[key] / r[base]:5.1f}x the reference design" if base else ""
-        print(f"  {label:38s} {r[key]:9,.0f} images/s{ratio}")
-    n_train = cfg.subset or 50_000
-    epoch_s = n_train / r["viewmaker_step"]
-    print(f"  viewmaker run, {cfg.epochs} epochs x {n_train} images: {epoch_s * cfg.epochs / 60:.1f} min "
-          f"({epoch_s:.1f} s/epoch, steps only)")
+        print(f"  {label:40s} {r[key]:10,.0f}{ratio}")
+
+    ks = default_ks(cuda) if args.concurrency == "auto" else [int(k) for k in args.concurrency.split(",") if int(k)]
+    if ks:
+        print(f"\n  concurrent runs on one {'GPU' if cuda else 'CPU'} (k processes, each timing Trainer.step "
+              f"for {args.concurrency_seconds:g} s; images/s summed):")
+        fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out_dir"}
+        for kind in ("expert", "viewmaker"):
+            print(f"  {kind} step:")
+            r[f"concurrent_{kind}"] = concurrent_throughput({**fields, "views": kind}, ks, args.concurrency_seconds)
+    per_cell = {kind: EPOCHS * IMAGES / r[f"{kind}_step"] for kind in ("expert", "viewmaker")}
+    print(f"\n  projected, steps only (no kNN monitor or probes), encoder {cfg.encoder}, "
+          f"{EPOCHS} epochs x {IMAGES:,} images:")
+    for kind, s in per_cell.items():
+        fast = r.get(f"{kind}_step_compiled")
+        also = f" (compiled: {_hours(EPOCHS * IMAGES / fast)})" if fast else ""
+        print(f"    one {kind} cell, alone on the device: {_hours(s)}{also}")
+    if ks:
+        proj = grid_projection({kind: r[f"concurrent_{kind}"] for kind in GRID_CELLS})
+        best = min(proj, key=proj.get)
+        r["grid_projection_s"], r["grid_best_k"] = proj, best
+        print(f"    the 8-cell grid (4 expert + 4 viewmaker cells) on one device: "
+              + ", ".join(f"k={k}: {_hours(s)}" for k, s in proj.items()) + f"; best k={best}: {_hours(proj[best])}")
     return r
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        _worker(json.loads(sys.argv[2]))
+    else:
+        main()

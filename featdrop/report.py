@@ -1,65 +1,103 @@
-"""Compare runs: overlay × views → main and alternate probe accuracy, mean ± sd over seeds.
+"""Compare runs: probe accuracy on every label, mean ± sd over seeds, grouped by what differs.
 
-``launch_grid`` runs the missing (overlay, views, seed) cells through papermill, each as
-``<runs_dir>/<overlay>-<views>-seed<seed>/`` with its executed ``pretrain.ipynb`` beside its
-metrics; ``collect`` reads every ``metrics.json`` under a directory.
+``launch_grid`` runs the missing (overlay, views, seed) cells through ``featdrop.grid`` (worker
+processes, one run directory per cell); ``collect`` reads every ``metrics.json`` (with its run's
+``config.json``) under a directory; ``summary`` groups them by the config fields that vary (other
+than the seed); ``suppression_curve`` plots the probes against a swept number such as
+``overlay_opacity``.
 """
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN = ROOT / "notebooks" / "pretrain.ipynb"
+# Config fields that never define a group: where and how a run ran, not what it computed.
+BOOKKEEPING = ("seed", "out_dir", "data_dir", "device", "progress", "download", "compile")
+FIRST = ("run", "overlay", "views", "seed", "preset", "encoder", "epochs", "probe_main", "probe_alt",
+         "probe_coarse", "knn_main", "knn_alt", "chance_main", "chance_alt", "chance_coarse", "wall_s")
 
 
-def run_name(overlay: str, views: str, seed: int) -> str:
-    return f"{overlay}-{views}-seed{seed}"
+def launch_grid(runs_dir: str, overlays, views, seeds, workers: int | str = 1, **fixed):
+    """Run the missing cells of overlays × views × seeds under ``runs_dir`` (``featdrop.grid``; cells
+    are ``overlay-<o>__views-<v>__seed-<s>``); ``fixed``: config fields for every cell (None: not set).
+    Returns the grid's result; raises RuntimeError naming the failed cells."""
+    from . import grid
+
+    sweep = {"overlay": list(overlays), "views": list(views), "seed": list(seeds)}
+    result = grid.run(runs_dir, sweep, {k: v for k, v in fixed.items() if v is not None and k not in sweep},
+                      workers=workers)
+    if result.failed:
+        raise RuntimeError(f"grid cells failed: {', '.join(result.failed)}; tracebacks in <cell>/error.txt "
+                           f"under {runs_dir}")
+    return result
 
 
-def launch_grid(runs_dir: str, overlays, views, seeds, **params) -> list[str]:
-    """Execute pretrain.ipynb for every missing grid cell; returns the run directories launched."""
-    import papermill
-
-    launched = []
-    for overlay, view, seed in itertools.product(overlays, views, seeds):
-        out = Path(runs_dir) / run_name(overlay, view, seed)
-        if (out / "metrics.json").exists():
-            continue
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"launching {out} ...", flush=True)
-        papermill.execute_notebook(str(PRETRAIN), str(out / "pretrain.ipynb"), kernel_name="python3",
-                                   parameters=dict(params, overlay=overlay, views=view, seed=seed, out_dir=str(out)),
-                                   cwd=str(ROOT), progress_bar=False)
-        launched.append(str(out))
-    return launched
-
-
-def collect(runs_dir: str):
-    """One row per finished run (a directory holding metrics.json and config.json)."""
+def collect(runs_dir: str | None, run_dirs=None):
+    """One row per finished run (a directory holding metrics.json) under ``runs_dir``, or of the
+    directories ``run_dirs``: every config field and every metric (the config wins a shared name)."""
     import pandas as pd
 
+    paths = [Path(d) / "metrics.json" for d in run_dirs] if run_dirs is not None else \
+        sorted(Path(runs_dir).glob("**/metrics.json"))
     rows = []
-    for m in sorted(Path(runs_dir).glob("**/metrics.json")):
-        metrics = json.loads(m.read_text())
-        cfg = json.loads((m.parent / "config.json").read_text()) if (m.parent / "config.json").exists() else {}
-        rows.append({"run": str(m.parent), "overlay": cfg.get("overlay", metrics.get("overlay")),
-                     "views": cfg.get("views", metrics.get("views")), "seed": cfg.get("seed", metrics.get("seed")),
-                     "preset": cfg.get("preset"), "encoder": cfg.get("encoder"), "epochs": cfg.get("epochs"),
-                     **{k: metrics.get(k) for k in ("probe_main", "probe_alt", "knn_main", "knn_alt",
-                                                    "chance_main", "chance_alt", "wall_s", "device")}})
+    for m in paths:
+        if not m.exists():
+            continue
+        cfg_path = m.parent / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        rows.append({"run": str(m.parent), **json.loads(m.read_text()), **cfg})
     if not rows:
         raise FileNotFoundError(f"no runs (metrics.json) under {runs_dir!r}: launch some first "
-                                f"(report.ipynb with launch=True, or papermill notebooks/pretrain.ipynb)")
-    return pd.DataFrame(rows)
+                                f"(report.ipynb with launch=True, python -m featdrop.grid, or notebooks/pretrain.ipynb)")
+    df = pd.DataFrame(rows)
+    return df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]
 
 
-def summary(df):
-    """overlay × views → 'mean ± sd (n)' of the main and alternate probe accuracy."""
+def varying_fields(df) -> list[str]:
+    """The config fields whose value differs between runs, other than the seed and bookkeeping."""
+    from . import config
+
+    return [f for f in config.field_names() if f in df and f not in BOOKKEEPING
+            and df[f].astype(str).nunique() > 1]
+
+
+def summary(df, by=None):
+    """Runs grouped by ``by`` (default: the fields that vary, else overlay × views) → 'mean ± sd (n)'
+    of every probe (main, alternate, coarse when present) and kNN, with the chance levels."""
     def fmt(s):
+        s = s.dropna()
         return f"{s.mean():.3f} ± {s.std(ddof=1):.3f} (n={len(s)})" if len(s) > 1 else f"{s.mean():.3f} (n=1)"
 
-    g = df.groupby(["overlay", "views"])
-    return g.agg(main=("probe_main", fmt), alternate=("probe_alt", fmt), knn_main=("knn_main", fmt),
-                 knn_alt=("knn_alt", fmt), chance_alt=("chance_alt", "mean"))
+    by = list(by) if by else (varying_fields(df) or ["overlay", "views"])
+    cols = {}
+    for key, name in (("probe_main", "main"), ("probe_alt", "alternate"), ("probe_coarse", "coarse"),
+                      ("knn_main", "knn_main"), ("knn_alt", "knn_alt")):
+        if key in df and df[key].notna().any():
+            cols[name] = (key, fmt)
+    for key in ("chance_main", "chance_alt", "chance_coarse"):
+        if key in df and df[key].notna().any():
+            cols[key] = (key, "mean")
+    table = df.assign(**{b: df[b].astype(str) for b in by if df[b].isna().any()}).groupby(by).agg(**cols)
+    return table.round(3)
+
+
+def numeric_fields(df) -> list[str]:
+    """Varying config fields with numeric values: candidates for a suppression curve's x axis."""
+    import pandas as pd
+
+    return [f for f in varying_fields(df) if pd.api.types.is_numeric_dtype(df[f]) and df[f].notna().all()]
+
+
+def suppression_curve(df, runs_dir: str, x: str | None = None):
+    """Probe accuracy against the swept number ``x`` (default: the first numeric field that varies),
+    one line per views type; saved as ``<runs_dir>/figures/suppression_<x>.png``. None when no
+    numeric field varies."""
+    from . import plots, runs
+
+    x = x or next(iter(numeric_fields(df)), None)
+    if x is None:
+        return None
+    lines = ["views", *(f for f in varying_fields(df) if f not in (x, "views"))]
+    fig = plots.suppression_curve(df, x, lines)
+    runs.save_figure(fig, Path(runs_dir) / "figures" / f"suppression_{x}.png")
+    return fig
