@@ -4,7 +4,7 @@ Sources, in order: an ImageFolder tree ``<data_dir>/cifar10/{train,test}/<class>
 copy unpacks to exactly this), then torchvision's official files under ``<data_dir>``
 (downloaded when ``download=True``). MNIST comes from torchvision's ``<data_dir>/MNIST/raw`` idx
 files (plain or ``.gz``). The decoded split is cached as ``<data_dir>/featdrop_cache/*.pt`` so a
-second load is one ``torch.load``.
+second load is one ``torch.load``; a damaged cache file is rebuilt from the sources, with a warning.
 """
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ import torch
 from .runs import atomic_save
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# Coarse labels (Chen, Fu et al., "Perfectly Balanced", ICML 2022; thanos-code's sparse2coarse):
+# {airplane, automobile, ship, truck} → 1 (vehicles), the six animals → 0 (animals).
+COARSE_CLASSES = ("animals", "vehicles")
+VEHICLES = (0, 1, 8, 9)
+
+
+def coarse_labels(labels: torch.Tensor) -> torch.Tensor:
+    """CIFAR-10 class (N,) → coarse class (N,): 1 for the four vehicle classes, 0 for the six animals."""
+    return torch.isin(labels, torch.tensor(VEHICLES, device=labels.device)).long()
 SPLITS = ("train", "test")
 CACHE_VERSION = 1
 
@@ -39,11 +48,28 @@ def _not_found(what: str, looked: list[Path], data_dir: Path, reason: str) -> Da
     )
 
 
-def _cached(path: Path, build):
-    if path.exists():
+def read_cache(path: Path) -> dict | None:
+    """The dict cached at ``path``; None when there is none, or with a warning naming the file when it
+    cannot be read (truncated by a full disk or a copy, or not a torch file): the caller rebuilds it."""
+    if not path.exists():
+        return None
+    try:
         blob = torch.load(path, weights_only=True)
-        if blob.get("version") == CACHE_VERSION:
-            return blob["images"], blob["labels"]
+        if not isinstance(blob, dict):
+            raise TypeError(f"it holds a {type(blob).__name__}, not a dict")
+        return blob
+    except Exception as exc:  # zip/pickle/EOF errors of a damaged file: rebuild rather than fail
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:120]  # torch's messages run on
+        reason = type(exc).__name__ + (f": {first}" if first else "")
+        warnings.warn(f"data cache {path} is damaged or unreadable ({reason}); rebuilding it from the "
+                      f"source files", stacklevel=3)
+        return None
+
+
+def _cached(path: Path, build):
+    blob = read_cache(path)
+    if blob is not None and blob.get("version") == CACHE_VERSION and {"images", "labels"} <= blob.keys():
+        return blob["images"], blob["labels"]
     images, labels = build()
     atomic_save({"version": CACHE_VERSION, "images": images, "labels": labels}, path)
     return images, labels

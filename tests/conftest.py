@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -15,6 +16,18 @@ def offline_cifar():
 
 
 needs_cifar = pytest.mark.skipif(not offline_cifar(), reason=f"no CIFAR-10 copy under {DATA} (run .ci/run)")
+
+
+def needs_module(name: str, what: str):
+    """Skip only the tests that use ``name`` when it is not installed (an image without the dev extras)."""
+    return pytest.mark.skipif(importlib.util.find_spec(name) is None,
+                              reason=f"{name} is not installed: {what} (pip install -e '.[dev]' installs it)")
+
+
+needs_papermill = needs_module("papermill", "notebooks cannot be executed")
+needs_nbformat = needs_module("nbformat", "notebooks cannot be read")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA GPU here (torch.cuda.is_available() is False)")
 
 
 @pytest.fixture

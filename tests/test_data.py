@@ -2,6 +2,7 @@
 import gzip
 import struct
 import urllib.error
+import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +29,9 @@ def write_image_folder(root, split, per_class=3, classes=("cat", "dog")):
 def write_idx(path, arr, compress):
     header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
     blob = header + arr.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(blob)
+    # closed before it is read: since Python 3.12 an unclosed gzip writer keeps its data in a buffer
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(blob)
 
 
 def test_image_folder_loader_and_cache_hit(tmp_path, monkeypatch):
@@ -75,6 +78,50 @@ def test_mnist_only_test_split_gives_disjoint_pools_and_warns(tmp_path, monkeypa
     assert len(ids_tr) == 20 and len(ids_te) == 20 and not ids_tr & ids_te
     tr2, _ = data.load_mnist(tmp_path, "train", download=False)
     assert torch.equal(tr, tr2)
+
+
+def damage(path, how):
+    blob = path.read_bytes()
+    path.write_bytes({"truncated": blob[:len(blob) // 2], "empty": b"", "not torch": b"not a torch file\n" * 8}[how])
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "not torch"])
+def test_damaged_image_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monkeypatch, how):
+    write_image_folder(tmp_path, "train")
+    x, y = data.load_cifar10(tmp_path, "train", download=False)
+    cache = tmp_path / "featdrop_cache" / "cifar10_train.pt"
+    damage(cache, how)
+    with pytest.warns(UserWarning, match="rebuilding") as record:
+        x2, y2 = data.load_cifar10(tmp_path, "train", download=False)
+    assert str(cache) in str(record[0].message)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    # the rebuilt cache is whole again: a third load reads it, silently, without decoding
+    monkeypatch.setattr(data, "_decode_cifar10", lambda *a: pytest.fail("decoded again despite the rebuilt cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x3, _ = data.load_cifar10(tmp_path, "train", download=False)
+    assert torch.equal(x, x3)
+
+
+def test_damaged_audio_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monkeypatch):
+    from scipy.io import wavfile
+
+    from featdrop import audio
+
+    rec = tmp_path / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    t = np.arange(2400) / 8000
+    for digit, speaker in ((1, "alice"), (2, "theo")):
+        wavfile.write(rec / f"{digit}_{speaker}_0.wav", 8000, (8000 * np.sin(2 * np.pi * 300 * digit * t)).astype(np.int16))
+    clips = audio.load_clips(tmp_path, "fsdd")
+    cache = next((tmp_path / "featdrop_cache").glob("fsdd_*.pt"))
+    damage(cache, "truncated")
+    with pytest.warns(UserWarning, match="rebuilding") as record:
+        again = audio.load_clips(tmp_path, "fsdd")
+    assert str(cache) in str(record[0].message)
+    assert torch.equal(again["head"], clips["head"]) and again["speakers"] == clips["speakers"] == ["alice", "theo"]
+    monkeypatch.setattr(audio, "decode_folder", lambda f: pytest.fail("decoded again despite the rebuilt cache"))
+    assert torch.equal(audio.load_clips(tmp_path, "fsdd")["head"], clips["head"])
 
 
 def test_missing_data_gives_clear_message_without_download(tmp_path):

@@ -3,35 +3,44 @@ import ast
 import json
 import math
 
-import nbformat
 import pytest
 
 from featdrop import config
-from conftest import ROOT, needs_cifar
+from conftest import ROOT, needs_cifar, needs_nbformat, needs_papermill
 
-papermill = pytest.importorskip("papermill")
+# papermill and nbformat are imported where they are used, and each test says which one it needs: on an
+# image without papermill the notebooks are not executed, but the hygiene rules are still checked.
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TINY = dict(preset="quick", epochs=1, subset=256, test_subset=128, batch_size=64, progress=False)
 
 
 def execute(name, tmp_path, **params):
+    import papermill
+
     out = tmp_path / f"{name}.out.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
                                kernel_name="python3", cwd=str(ROOT), progress_bar=False)
     return json.loads(out.read_text())
 
 
+def read_notebook(path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
 def parameters_cell(path):
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
     return {t.id: ast.literal_eval(n.value) for n in ast.parse(cells[0].source).body
             if isinstance(n, ast.Assign) for t in n.targets}
 
 
+@needs_nbformat
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_without_outputs_definitions_or_path_hacks(path):
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     assert nb.cells[0].cell_type == "markdown" and "papermill" in nb.cells[0].source
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -43,6 +52,7 @@ def test_committed_without_outputs_definitions_or_path_hacks(path):
         assert "sys.path" not in cell.source
 
 
+@needs_nbformat
 def test_pretrain_parameters_are_config_fields_and_defaults_parse():
     params = parameters_cell(ROOT / "notebooks" / "pretrain.ipynb")
     assert set(params) <= set(config.field_names())
@@ -51,6 +61,7 @@ def test_pretrain_parameters_are_config_fields_and_defaults_parse():
     config.resolve(config.make(**params), cuda_available=False)
 
 
+@needs_nbformat
 @pytest.mark.parametrize("name,extra", [("views", "VIEWS_PARAMETERS"), ("report", "REPORT_PARAMETERS")])
 def test_other_notebooks_parameters_are_config_fields_or_declared(name, extra):
     from featdrop import notebook
@@ -61,7 +72,10 @@ def test_other_notebooks_parameters_are_config_fields_or_declared(name, extra):
     config.make(**{k: v for k, v in params.items() if k in config.field_names() and v is not None})
 
 
+@needs_papermill
 def test_unknown_parameter_fails_the_run_listing_known_names(tmp_path):
+    import papermill
+
     with pytest.raises(papermill.PapermillExecutionError) as err:
         execute("pretrain", tmp_path, epoch=3, out_dir=str(tmp_path / "run"))
     assert "unknown parameter(s) ['epoch']" in str(err.value) and "epochs" in str(err.value)
@@ -72,6 +86,7 @@ def figures_in(executed):
     return sum(1 for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
 
 
+@needs_papermill
 @needs_cifar
 @pytest.mark.parametrize("views", ["expert", "viewmaker"])
 def test_pretrain_notebook_runs_and_writes_its_files(tmp_path, data_dir, views):
@@ -89,6 +104,7 @@ def test_pretrain_notebook_runs_and_writes_its_files(tmp_path, data_dir, views):
                for c in executed["cells"] for o in c.get("outputs", []))
 
 
+@needs_papermill
 @needs_cifar
 def test_views_notebook_renders_statically_from_a_run(tmp_path, data_dir):
     from featdrop import train
@@ -102,15 +118,16 @@ def test_views_notebook_renders_statically_from_a_run(tmp_path, data_dir):
     assert "alt_dropped" in text and "application/vnd.jupyter.widget-view+json" in text
 
 
+@needs_papermill
 @needs_cifar
 def test_report_notebook_launches_missing_runs_and_tabulates(tmp_path, data_dir):
     runs_dir = tmp_path / "grid"
     executed = execute("report", tmp_path, runs_dir=str(runs_dir), launch=True, overlays=["shapes"],
                        views_list=["expert"], seeds=[0, 1], data_dir=data_dir, epochs=1, subset=256,
                        test_subset=128, batch_size=64)
-    for seed in (0, 1):
-        run = runs_dir / f"shapes-expert-seed{seed}"
-        assert (run / "metrics.json").exists() and (run / "pretrain.ipynb").exists()
+    for seed in (0, 1):  # one featdrop.grid cell per seed, named by the swept fields
+        run = runs_dir / f"overlay-shapes__views-expert__seed-{seed}"
+        assert (run / "metrics.json").exists() and (run / "grid.log").exists() and not (run / "error.txt").exists()
     assert (runs_dir / "figures" / "comparison_probe.png").exists()
     assert "± " in json.dumps(executed, ensure_ascii=False)  # mean ± sd over the two seeds
 

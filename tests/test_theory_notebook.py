@@ -1,15 +1,13 @@
 """notebooks/theory.ipynb runs end to end through papermill with tiny parameters and writes finite results."""
 import json
-from pathlib import Path
 
-import pytest
-
-papermill = pytest.importorskip("papermill")
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, needs_papermill
 
 
+@needs_papermill
 def test_theory_notebook_runs(tmp_path):
+    import papermill
+
     out = tmp_path / "out"
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "theory.ipynb"), str(tmp_path / "theory.ipynb"),

@@ -8,29 +8,38 @@ from featdrop import losses, runs, train, views
 from featdrop.models import ConvNet
 from conftest import needs_cifar
 
+# device="cpu": the bit-equality below holds for fp32 CPU runs; on CUDA (bf16 autocast, cuDNN) a resumed run
+# is only close to an uninterrupted one (tests/test_cuda.py states the tolerance).
 TINY = dict(overlay="shapes", subset=256, test_subset=128, batch_size=64, epochs=2, encoder="convnet",
-            viewmaker_width=8, progress=False, knn_k=20)
+            viewmaker_width=8, progress=False, knn_k=20, device="cpu")
 
 
 def test_a_few_steps_on_one_batch_lower_the_loss():
+    """fp32 on the CPU by construction, whatever GPU the machine has (tests/test_cuda.py has the bf16 CUDA
+    version). lr 0.02 keeps the descent smooth: at lr 0.05 the loss spiked in the last steps on some CPU
+    kernels (AVX-512) and not on others, so the old last-step check depended on the processor."""
+    cpu = torch.device("cpu")
     torch.manual_seed(0)
-    enc = ConvNet(widths=(8, 16, 32, 32))
-    x = torch.rand(64, 3, 32, 32)
-    g = torch.Generator().manual_seed(0)
+    enc = ConvNet(widths=(8, 16, 32, 32)).to(cpu)
+    x = torch.rand(64, 3, 32, 32, device=cpu)
+    g = torch.Generator(device=cpu).manual_seed(0)
     v1, v2 = views.normalize(views.expert_views(x, g)), views.normalize(views.expert_views(x, g))
-    opt = torch.optim.SGD(enc.parameters(), lr=0.05, momentum=0.9)
-    first = None
-    for _ in range(15):
-        loss = losses.nt_xent(enc(v1), enc(v2), 0.2)
-        first = first if first is not None else loss.item()
+    opt = torch.optim.SGD(enc.parameters(), lr=0.02, momentum=0.9)
+
+    def loss():
+        return losses.nt_xent(enc(v1), enc(v2), 0.2)
+
+    first = loss().item()
+    for _ in range(10):
+        step = loss()
         opt.zero_grad()
-        loss.backward()
+        step.backward()
         opt.step()
-    assert loss.item() < first - 0.3
+    assert loss().item() < first - 0.3  # measured: 5.05 → 4.54 with AVX-512, AVX2 and default kernels
 
 
 def strip_times(history):
-    return [{k: v for k, v in row.items() if k not in ("epoch_s", "images_per_s")} for row in history]
+    return [{k: v for k, v in row.items() if k not in ("epoch_s", "images_per_s", "monitor_s")} for row in history]
 
 
 @needs_cifar
