@@ -249,7 +249,8 @@ class SpokenDigitSet:
             raw = torch.stack([raw, mix(speech, self.noise, c2, o2)], 1)    # (N, 2, L)
             classes, offsets = torch.stack([c1, c2], 1), torch.stack([o1, o2], 1)
         dev = speech.device
-        out = AudioSplit(raw, self.labels, c1.to(dev), speech, classes.to(dev), offsets.to(dev), self.names)
+        out = AudioSplit(raw, self.labels, c1.to(dev), speech, noise_classes=classes.to(dev),
+                         noise_offsets=offsets.to(dev), noise_names=self.names)
         self._cache = (draw, out)
         return out
 

@@ -41,7 +41,7 @@ from .viewmaker import Viewmaker
 # Fields that may differ when resuming: they do not change what is computed.
 RESUME_FREE = {"epochs", "progress", "device", "data_dir", "out_dir", "compile", "download", "preset"}
 MONITOR_TRAIN, MONITOR_TEST = 5000, 1000  # kNN monitor / health sizes (per epoch, cheap)
-HEALTH_PROBE_ITERS = 100                  # L-BFGS iterations of the health metrics' clean-feature probes
+HEALTH_PROBE_N, HEALTH_PROBE_ITERS = 2000, 100  # the health metrics' clean-feature probes: items, L-BFGS iterations
 PROGRESS_EVERY = 25                       # steps between progress-bar updates (each reads the loss: a sync)
 
 
@@ -274,7 +274,8 @@ class Trainer:
             ytr, yte = ytr[itr], yte[ite]
             out[f"knn_{name}"] = probe_mod.knn_accuracy(ftr, ytr, fte, yte, k, c.knn_k)
             if k > 1:
-                clean_probe = probe_mod.LinearProbe(ftr, ytr, k, iters=HEALTH_PROBE_ITERS)
+                n = HEALTH_PROBE_N  # the monitor's items are a random subset, so its head is one too
+                clean_probe = probe_mod.LinearProbe(ftr[:n], ytr[:n], k, iters=HEALTH_PROBE_ITERS)
                 out[f"{name}_dropped"] = health.dropped_fraction(clean_probe.logits(fte).argmax(1),
                                                                  clean_probe.logits(fview).argmax(1), yte)
         masks = getattr(d.test, "masks", None)
