@@ -183,6 +183,7 @@ def health_curves(groups: dict[str, list[list[dict]]], keys=HEALTH_KEYS, title: 
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.1 * rows), squeeze=False)
+    colour = {label: f"C{i}" for i, label in enumerate(groups)}  # one colour per group in every panel
     for ax, (key, name) in zip(axes.flat, keys):
         for label, runs in groups.items():
             curves = [[r.get(key, np.nan) for r in h] for h in runs]
@@ -191,7 +192,8 @@ def health_curves(groups: dict[str, list[list[dict]]], keys=HEALTH_KEYS, title: 
                 continue
             arr = np.array([c[:n] for c in curves], dtype=float)
             ep = np.arange(1, n + 1)
-            (line,) = ax.plot(ep, np.nanmean(arr, 0), "o-", markersize=3, label=f"{label} (n={len(runs)})")
+            (line,) = ax.plot(ep, np.nanmean(arr, 0), "o-", markersize=3, color=colour[label],
+                              label=f"{label} (n={len(runs)})")
             ax.fill_between(ep, np.nanmin(arr, 0), np.nanmax(arr, 0), color=line.get_color(), alpha=0.15, linewidth=0)
             if key == "overlay_budget_share":
                 area = np.array([[r.get("overlay_area_share", np.nan) for r in h[:n]] for h in runs], dtype=float)

@@ -163,7 +163,11 @@ class Trainer:
         x = torch.cat([m.base(r1), m.base(r2)])                      # (2B, C, S, S)
         noise = self.viewmaker.draw_noise(x, g)
         with torch.set_grad_enabled(grad), self.autocast():
-            return m.to_encoder(self.vm_fn(self._cl(x), noise=noise)).chunk(2)
+            if self.cuda:  # one launch sequence for both views
+                return m.to_encoder(self.vm_fn(self._cl(x), noise=noise)).chunk(2)
+            # on a CPU two B-batch calls on the same noise are faster (measured) and give the same views
+            halves = zip(x.chunk(2), zip(*(n.chunk(2) for n in noise)))
+            return tuple(m.to_encoder(self.vm_fn(xh, noise=list(nh))) for xh, nh in halves)
 
     def encoder_step(self, x1, x2, labels=None, clean=None) -> dict:
         """One SGD step of the encoder (and supervised heads) on two views; returns detached statistics."""
