@@ -268,15 +268,16 @@ class Trainer:
         itr, ite = self._monitor
         raw_te = d.test.images[ite]
         ftr, fte = self.clean_features(split.images[itr]), self.clean_features(raw_te)
-        out = {}
+        labelsets = [(name, ytr[itr], yte[ite], k) for name, ytr, yte, k in (
+            ("main", split.labels, d.test.labels, d.num_classes),
+            ("alt", split.alt_labels, d.test.alt_labels, d.num_alt_classes))]
+        out = {f"knn_{name}": probe_mod.knn_accuracy(ftr, ytr, fte, yte, k, c.knn_k) for name, ytr, yte, k in labelsets}
+        t0 = time.perf_counter()  # the health metrics' own cost, beside the kNN monitor's (issue 11: < 10 % of an epoch)
         # feature dropout: one draw of the run's own views of the monitor's test images
         g = torch.Generator(device=self.device).manual_seed(c.seed * 100_003 + 50_000 + epoch)
         x, delta = self.one_view(raw_te, g)
         fview = probe_mod.extract(self.encoder, lambda sl: self._cl(x[sl]), len(x))
-        for name, ytr, yte, k in (("main", split.labels, d.test.labels, d.num_classes),
-                                  ("alt", split.alt_labels, d.test.alt_labels, d.num_alt_classes)):
-            ytr, yte = ytr[itr], yte[ite]
-            out[f"knn_{name}"] = probe_mod.knn_accuracy(ftr, ytr, fte, yte, k, c.knn_k)
+        for name, ytr, yte, k in labelsets:
             if k > 1:
                 n = HEALTH_PROBE_N  # the monitor's items are a random subset, so its head is one too
                 clean_probe = probe_mod.LinearProbe(ftr[:n], ytr[:n], k, iters=HEALTH_PROBE_ITERS)
@@ -285,6 +286,7 @@ class Trainer:
         masks = getattr(d.test, "masks", None)
         if delta is not None and masks is not None and c.overlay != "none":
             out["overlay_budget_share"], out["overlay_area_share"] = health.overlay_budget_share(delta, masks[ite])
+        out["health_s"] = time.perf_counter() - t0
         return out
 
     # ------------------------------------------------------------------ checkpoints
