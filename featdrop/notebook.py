@@ -79,7 +79,8 @@ def view_grid(cfg: Config, n: int = 4, k: int = 3, seed: int = 0):
 
 
 def probe_bars(cfg: Config, metrics: dict):
-    return _save(plots.probe_bars(metrics, f"{cfg.overlay} / {cfg.views} ({cfg.preset})"), cfg, "probes")
+    objective = cfg.loss + (f", supervised on {cfg.supervise}" if cfg.supervise else "")
+    return _save(plots.probe_bars(metrics, f"{cfg.overlay} / {cfg.views} / {objective} ({cfg.preset})"), cfg, "probes")
 
 
 def metrics_table(metrics: dict):

@@ -98,18 +98,20 @@ def view_grid(originals: torch.Tensor, views: list[torch.Tensor], perturbations:
 
 
 def probe_bars(metrics: dict, title: str = ""):
-    """Linear-probe and kNN accuracy for the main and the alternate label, with chance marked."""
+    """Linear-probe and kNN accuracy for the main, the alternate and (CIFAR-10) the coarse label, with
+    chance marked. The alternate label is left out when it is constant (overlay "none")."""
     import numpy as np
 
-    names = ["main", "alt"]
-    x = np.arange(2)
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    labels = {"main": "main label", "alt": "alternate label", "coarse": "coarse label"}
+    names = [n for n in labels if f"probe_{n}" in metrics and not (n == "alt" and metrics.get("chance_alt") == 1.0)]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.5 * len(names), 3.5))
     ax.bar(x - 0.2, [metrics[f"probe_{n}"] for n in names], 0.4, label="linear probe")
     if all(f"knn_{n}" in metrics for n in names):
         ax.bar(x + 0.2, [metrics[f"knn_{n}"] for n in names], 0.4, label="kNN")
-    for xi, n in zip(x, names):
-        ax.hlines(metrics[f"chance_{n}"], xi - 0.4, xi + 0.4, colors="k", linestyles=":", label="chance" if n == "main" else None)
-    ax.set_xticks(x, ["main label", "alternate label"])
+    for i, (xi, n) in enumerate(zip(x, names)):
+        ax.hlines(metrics[f"chance_{n}"], xi - 0.4, xi + 0.4, colors="k", linestyles=":", label="chance" if i == 0 else None)
+    ax.set_xticks(x, [labels[n] for n in names])
     ax.set_ylim(0, 1)
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=9)

@@ -143,3 +143,20 @@ def test_view_grid_shows_amplified_perturbations_not_rescaled_as_uint8():
     panel = fig.axes[2].get_images()[0].get_array()
     assert float(panel.min()) == 1.0
     assert float(plots._to_hwc(torch.full((3, 2, 2), 255, dtype=torch.uint8)).max()) == 1.0
+
+
+def test_probe_bars_show_every_probed_label_and_skip_a_constant_one():
+    from featdrop import plots
+
+    base = dict(probe_main=0.4, knn_main=0.3, chance_main=0.1, probe_alt=0.6, knn_alt=0.5, chance_alt=1 / 3)
+    coarse = dict(probe_coarse=0.9, knn_coarse=0.85, chance_coarse=0.6)
+
+    def shown(metrics):
+        ax = plots.probe_bars(metrics).axes[0]
+        return [t.get_text() for t in ax.get_xticklabels()], [round(p.get_height(), 3) for p in ax.patches]
+
+    assert shown(base) == (["main label", "alternate label"], [0.4, 0.6, 0.3, 0.5])
+    assert shown({**base, **coarse}) == (["main label", "alternate label", "coarse label"],
+                                         [0.4, 0.6, 0.9, 0.3, 0.5, 0.85])
+    # overlay "none": the overlay label is constant (chance 1.0), so its bar would say nothing
+    assert shown({**base, "chance_alt": 1.0, "probe_alt": 1.0, **coarse})[0] == ["main label", "coarse label"]
