@@ -33,3 +33,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture
 def data_dir():
     return str(DATA)
+
+
+def untimed(history):
+    """History rows without their wall-clock fields (epoch_s, images_per_s, monitor_s, health_s, wall_s_total,
+    ...): what a resumed run must reproduce bit for bit."""
+    return [{k: v for k, v in row.items() if not (k.endswith("_s") or k.startswith("wall_"))} for row in history]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from featdrop import runs, train
-from conftest import ROOT, needs_cifar
+from conftest import ROOT, needs_cifar, untimed
 
 # a few seconds an epoch on two CPU cores (8 steps of 64, then the monitor); the whole test about a minute
 FIELDS = dict(overlay="shapes", views="expert", preset="quick", subset=512, test_subset=256, batch_size=64,
@@ -29,11 +29,6 @@ KEYS = ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss")
 # depends on the number of threads, and bit-equality needs the same order in both processes.
 CHILD = ("import json, sys, torch; torch.set_num_threads(int(sys.argv[2])); from featdrop import train; "
          "train.pretrain(**json.loads(sys.argv[1]))")
-
-
-def untimed(history):
-    """History rows without their wall-clock fields (epoch_s, images_per_s, monitor_s, wall_s_total, ...)."""
-    return [{k: v for k, v in row.items() if not (k.endswith("_s") or k.startswith("wall_"))} for row in history]
 
 
 def wait_for_epochs(history_path, n, proc, log, timeout):

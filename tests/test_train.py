@@ -6,7 +6,7 @@ import torch
 
 from featdrop import losses, runs, train, views
 from featdrop.models import ConvNet
-from conftest import needs_cifar
+from conftest import needs_cifar, untimed
 
 # device="cpu": the bit-equality below holds for fp32 CPU runs; on CUDA (bf16 autocast, cuDNN) a resumed run
 # is only close to an uninterrupted one (tests/test_cuda.py states the tolerance).
@@ -38,10 +38,6 @@ def test_a_few_steps_on_one_batch_lower_the_loss():
     assert loss().item() < first - 0.3  # measured: 5.05 → 4.54 with AVX-512, AVX2 and default kernels
 
 
-def strip_times(history):
-    return [{k: v for k, v in row.items() if not (k.endswith("_s") or k == "images_per_s")} for row in history]
-
-
 @needs_cifar
 @pytest.mark.parametrize("views_", ["expert", "viewmaker"])
 def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, data_dir, views_):
@@ -54,8 +50,8 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, data_dir, 
     assert resumed["resumed"] is True
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
         assert resumed[key] == full[key], key
-    assert strip_times(runs.read_history(tmp_path / "part" / "history.jsonl")) == \
-        strip_times(runs.read_history(tmp_path / "full" / "history.jsonl"))
+    assert untimed(runs.read_history(tmp_path / "part" / "history.jsonl")) == \
+        untimed(runs.read_history(tmp_path / "full" / "history.jsonl"))
     # the run directory describes itself
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     assert cfg["views"] == views_ and cfg["epochs"] == 2
