@@ -61,12 +61,22 @@ def varying_fields(df) -> list[str]:
             and df[f].astype(str).nunique() > 1]
 
 
+def mean_sd(values) -> str:
+    """'mean ± sd' (sample sd, over seeds) of the values that are not None/NaN; one value alone; '–' for none."""
+    import numpy as np
+
+    v = np.array([x for x in values if x is not None], dtype=float)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return "–"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
 def summary(df, by=None):
     """Runs grouped by ``by`` (default: the fields that vary, else overlay × views) → 'mean ± sd (n)'
     of every probe (main, alternate, coarse when present) and kNN, with the chance levels."""
     def fmt(s):
-        s = s.dropna()
-        return f"{s.mean():.3f} ± {s.std(ddof=1):.3f} (n={len(s)})" if len(s) > 1 else f"{s.mean():.3f} (n=1)"
+        return f"{mean_sd(s)} (n={s.notna().sum()})"
 
     by = list(by) if by else (varying_fields(df) or ["overlay", "views"])
     cols = {}

@@ -17,21 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from featdrop import reprobe, runs
+from featdrop.report import mean_sd as stat
 
 ANCHOR = {"supcon": 51.8, "spread": 77.1, "ae": 71.7, "thanos": 79.1}  # Thanos README, fine-label transfer, %
 NAMES = {"supcon": "SupCon (`loss=supcon`)", "spread": "SupCon + cNCE (`loss=spread`, α = 0.5)",
          "ae": "class-conditional AE (`loss=ae`)", "thanos": "Thanos (spread + ae, concatenated, `--concat`)",
          "simclr": "SimCLR, self-supervised (`loss=simclr`)"}
-
-
-def stat(values) -> str:
-    v = np.array([x for x in values if x is not None], dtype=float)
-    if not len(v):
-        return "–"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
 def main(*runs_dirs: str) -> None:

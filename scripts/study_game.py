@@ -13,9 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from featdrop import plots, runs
+from featdrop.report import mean_sd as stat
 
 
 def main(runs_dir: str = "runs/study11", figure: str = "docs/study_game.png") -> None:
@@ -25,19 +24,16 @@ def main(runs_dir: str = "runs/study11", figure: str = "docs/study_game.png") ->
         hist = runs.read_history(m.parent / "history.jsonl")
         groups.setdefault((cfg["views"], cfg["loss"]), []).append((cfg, json.loads(m.read_text()), hist))
 
-    def stat(values):
-        v = np.array([x for x in values if x is not None], dtype=float)
-        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else (f"{v.mean():.3f}" if len(v) else "–")
-
-    print("| views | loss | n | probe main | probe alt | final pos_acc | final alt_dropped | final main_dropped "
-          "| final overlay_budget_share (area share) | final loss | pretraining s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| views | loss | n | probe main | probe alt | probe coarse | kNN main | final pos_acc | final alt_dropped "
+          "| final main_dropped | final overlay_budget_share (area share) | final loss | pretraining s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (views, loss), items in sorted(groups.items()):
         last = [h[-1] for _, _, h in items]
         share = stat([r.get("overlay_budget_share") for r in last])
         area = stat([r.get("overlay_area_share") for r in last])
         print(f"| {views} | {loss} | {len(items)} | {stat([m['probe_main'] for _, m, _ in items])} "
-              f"| {stat([m['probe_alt'] for _, m, _ in items])} | {stat([r.get('pos_acc') for r in last])} "
+              f"| {stat([m['probe_alt'] for _, m, _ in items])} | {stat([m.get('probe_coarse') for _, m, _ in items])} "
+              f"| {stat([m['knn_main'] for _, m, _ in items])} | {stat([r.get('pos_acc') for r in last])} "
               f"| {stat([r.get('alt_dropped') for r in last])} | {stat([r.get('main_dropped') for r in last])} "
               f"| {share}{f' ({area})' if share != '–' else ''} | {stat([r['loss'] for r in last])} "
               f"| {stat([m['train_s'] for _, m, _ in items])} |")
