@@ -12,14 +12,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-IMAGE_OVERLAYS = ("none", "shapes", "digits", "letters")
-AUDIO_OVERLAYS = ("noise",)
-OVERLAYS = IMAGE_OVERLAYS + AUDIO_OVERLAYS
+from . import device as devmod
+from .data.audio import DEFAULT_NOISE_CLASSES
+from .data.records import AUDIO_OVERLAYS, OVERLAYS
+from .errors import ConfigError
+from .losses import OBJECTIVES
+
 VIEWS = ("expert", "viewmaker")
 PRESET_NAMES = ("auto", "quick", "paper")
-SELF_SUPERVISED_LOSSES = ("simclr", "reference", "ifm")
-SUPERVISED_LOSSES = ("supcon", "spread", "ae")
-LOSSES = SELF_SUPERVISED_LOSSES + SUPERVISED_LOSSES
 SUPERVISE = (None, "coarse", "main", "alt")
 ENCODERS = ("resnet18", "convnet")
 PROBES = ("fast", "reference")
@@ -63,14 +63,14 @@ class Config:
     subset: int | str | None = None  # training examples: a number, "all", or None (the preset's: quick 5000)
     test_subset: int | str | None = None  # test examples: a number, "all", or None (the preset's: quick 2000)
     overlay_resample: bool = False   # redraw training overlays every epoch (reference: yes)
-    overlay_size: float = 1.0        # overlay scale relative to the reference geometry (see OVERLAY_SIZE_MAX)
+    overlay_size: float = 1.0        # overlay scale relative to the reference geometry (the overlay record's size_max)
     overlay_opacity: float = 1.0     # multiplies the overlay's alpha (shapes: 180/255 × this)
     noise_volume: float = 0.05       # audio: peak amplitude of the background noise, in (0, 1]
     noise_draw: str = "shared"       # audio: noise class shared by both views | independent (reference)
     audio_views: str = "spectral"    # audio expert views: spectral (SpecAugment-like) | waveform
     audio_dataset: str = "fsdd"      # fsdd (offline copy) | audiomnist (download it yourself)
     # audio: comma-separated WAV names in <data_dir>/noise/, one class each; alt label = position
-    noise_classes: str = "babble,traffic,machinery"
+    noise_classes: str = DEFAULT_NOISE_CLASSES
     # --- probes
     probe: str = "fast"              # fast: cached features + on-device logistic regression | reference
     probe_epochs: int | None = None
@@ -99,22 +99,7 @@ AUDIO_PRESETS: dict[str, dict[str, Any]] = {
     # step runs ~150 clips/s and a viewmaker step ~48 clips/s: about 2 and 5 min for the whole run.
     "quick": dict(subset=None, test_subset=None, batch_size=64, epochs=6, viewmaker_width=8),
 }
-# Budgets by overlay (feature_dropout.md §1.4).
-DEFAULT_BUDGET = {"letters": 0.1, "noise": 0.125}
-# Largest overlay_size at which the overlay still fits the 32×32 image: the shape's box is size·W/3
-# about the centre (≤ W at 3); the four digit copies, centred at 9 and 21, are round(10·size) px wide
-# (≤ 19 px stay inside); letters are drawn at the reference's jittered anchors, where a 12 px glyph
-# already reaches the last pixel column, so any larger font runs off the image.
-OVERLAY_SIZE_MIN = 0.1
-OVERLAY_SIZE_MAX = {"none": 3.0, "shapes": 3.0, "digits": 1.9, "letters": 1.0, "noise": 3.0}
-# Mean |δ| per example: images live in [0, 1], so a budget above 1 exceeds the whole range; audio
-# log-mels are z-scored, so there ε is in standard deviations.
-BUDGET_MAX = {"noise": 5.0}
-DEFAULT_TEMPERATURE = {"supcon": 0.5, "spread": 0.5}  # Thanos's τ; every other loss: the reference's 0.07
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field, the value and what is allowed."""
+OVERLAY_SIZE_MIN = 0.1  # the largest overlay_size, and each overlay's budget and its bounds, are in its record
 
 
 def field_names() -> list[str]:
@@ -139,7 +124,7 @@ def _number(v) -> bool:
 
 
 def validate(cfg: Config) -> Config:
-    choices = dict(overlay=OVERLAYS, views=VIEWS, preset=PRESET_NAMES, loss=LOSSES, probe=PROBES,
+    choices = dict(overlay=OVERLAYS, views=VIEWS, preset=PRESET_NAMES, loss=OBJECTIVES, probe=PROBES,
                    audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS, supervise=SUPERVISE)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -163,8 +148,8 @@ def validate(cfg: Config) -> Config:
     ranges = {  # (lo, hi, lo inclusive): where a value means something
         "noise_volume": (0, 1, False),  # the waveform lives in [−1, 1]
         "overlay_opacity": (0, 1, False),
-        "overlay_size": (OVERLAY_SIZE_MIN, OVERLAY_SIZE_MAX[cfg.overlay], True),
-        "budget": (0, BUDGET_MAX.get(cfg.overlay, 1.0), False),
+        "overlay_size": (OVERLAY_SIZE_MIN, OVERLAYS[cfg.overlay].size_max, True),
+        "budget": (0, OVERLAYS[cfg.overlay].budget_max, False),
         "momentum": (0, 0.999, True),
         "ifm_epsilon": (0, 2, True),    # a cosine moves by at most 2
         "spread_alpha": (0, 1, True),
@@ -186,21 +171,20 @@ def validate(cfg: Config) -> Config:
             raise _bad(name, v, "a non-negative number")
     if not isinstance(cfg.num_res_blocks, int) or not 1 <= cfg.num_res_blocks <= 5:
         raise _bad("num_res_blocks", cfg.num_res_blocks, "an integer from 1 to 5")
-    dev = cfg.device
-    if not (dev in ("auto", "cpu", "cuda") or (isinstance(dev, str) and dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise _bad("device", dev, "auto, cpu, cuda or cuda:N")
+    devmod.check(cfg.device, field="config field 'device'")
     _check_supervision(cfg)
     return cfg
 
 
 def _check_supervision(cfg: Config) -> None:
     """A supervised loss needs labels, labels need a supervised loss, and the labels must exist."""
-    if cfg.loss in SUPERVISED_LOSSES and cfg.supervise is None:
+    supervised = [n for n, o in OBJECTIVES.items() if o.supervised]  # the objective records say which
+    if OBJECTIVES[cfg.loss].supervised and cfg.supervise is None:
         raise ConfigError(f"config field 'loss' = {cfg.loss!r} is supervised and needs labels: set supervise to "
-                          f"'coarse', 'main' or 'alt' (or use a self-supervised loss: {', '.join(SELF_SUPERVISED_LOSSES)})")
-    if cfg.supervise is not None and cfg.loss not in SUPERVISED_LOSSES:
+                          f"'coarse', 'main' or 'alt' (or use a self-supervised loss: {', '.join(n for n in OBJECTIVES if n not in supervised)})")
+    if cfg.supervise is not None and not OBJECTIVES[cfg.loss].supervised:
         raise ConfigError(f"config field 'supervise' = {cfg.supervise!r} needs a supervised loss, but loss = "
-                          f"{cfg.loss!r}: set loss to one of {', '.join(SUPERVISED_LOSSES)}, or supervise=None")
+                          f"{cfg.loss!r}: set loss to one of {', '.join(supervised)}, or supervise=None")
     if cfg.supervise == "coarse" and cfg.overlay in AUDIO_OVERLAYS:
         raise _bad("supervise", cfg.supervise, "main or alt for spoken digits (coarse labels exist for CIFAR-10 only)")
     if cfg.supervise == "alt" and cfg.overlay == "none":
@@ -229,9 +213,9 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
         if values[key] is None:
             values[key] = val
     if values["budget"] is None:
-        values["budget"] = DEFAULT_BUDGET.get(cfg.overlay, 0.05)
+        values["budget"] = OVERLAYS[cfg.overlay].budget
     if values["temperature"] is None:
-        values["temperature"] = DEFAULT_TEMPERATURE.get(cfg.loss, 0.07)
+        values["temperature"] = OBJECTIVES[cfg.loss].temperature
     if values["data_dir"] is None:
         values["data_dir"] = default_data_dir()
     if values["out_dir"] is None:

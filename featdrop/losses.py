@@ -20,6 +20,8 @@ same-class entries of the other view (i′ among them); N(i): the rest.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -105,19 +107,43 @@ def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing
     return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
 
 
-def contrastive_loss(name: str, z1, z2, temperature: float, ifm_epsilon: float = 0.1, ifm_alpha: float = 1.0,
-                     labels: torch.Tensor | None = None, spread_alpha: float = 0.5):
-    """The contrastive loss ``name`` on two views' embeddings; supcon and spread also take ``labels``."""
-    if name == "simclr":
-        return nt_xent(z1, z2, temperature)
-    if name == "reference":
-        return reference_simclr(z1, z2, temperature)
-    if name == "ifm":
-        return ifm(z1, z2, temperature, ifm_epsilon, ifm_alpha)
-    if name in ("supcon", "spread") and labels is None:
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel MSE, mean over batch, channels and pixels; computed in float32 (the autoencoder's term)."""
+    return F.mse_loss(recon.float(), target.float())
+
+
+# ---------------------------------------------------------------------------- the objectives, one record each
+@dataclass(frozen=True)
+class Objective:
+    """One value of the config field ``loss``, as the config and the trainer see it.
+
+    ``term(z1, z2, labels, hp)`` is the contrastive term on the two views' embeddings (None: there is none),
+    where ``hp`` carries the hyperparameters temperature, ifm_epsilon, ifm_alpha and spread_alpha (a Config
+    does). Adding an objective is one entry here: config validation, the default τ and the trainer's heads
+    all read this record."""
+    term: Callable | None
+    supervised: bool = False      # needs labels: the config's ``supervise`` must be set
+    temperature: float = 0.07     # τ when the config leaves it None (0.07: the reference; 0.5: Thanos)
+    ce_head: bool = False         # always trains a label-smoothed CE head (supcon/spread: with ce_weight > 0)
+    decoder: bool = False         # reconstructs the clean input from the pooled features
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "simclr": Objective(lambda z1, z2, y, hp: nt_xent(z1, z2, hp.temperature)),
+    "reference": Objective(lambda z1, z2, y, hp: reference_simclr(z1, z2, hp.temperature)),
+    "ifm": Objective(lambda z1, z2, y, hp: ifm(z1, z2, hp.temperature, hp.ifm_epsilon, hp.ifm_alpha)),
+    "supcon": Objective(lambda z1, z2, y, hp: supcon(z1, z2, y, hp.temperature), supervised=True, temperature=0.5),
+    "spread": Objective(lambda z1, z2, y, hp: spread(z1, z2, y, hp.temperature, hp.spread_alpha),
+                        supervised=True, temperature=0.5),
+    "ae": Objective(None, supervised=True, ce_head=True, decoder=True),  # CE head + reconstruction, no contrast
+}
+
+
+def contrastive_loss(name: str, z1, z2, hp, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The contrastive term of objective ``name`` on two views' embeddings; hp: see ``Objective``."""
+    objective = OBJECTIVES[name]
+    if objective.term is None:
+        raise ValueError(f"loss={name!r} has no contrastive term")
+    if objective.supervised and labels is None:
         raise ValueError(f"loss={name!r} needs labels (set supervise)")
-    if name == "supcon":
-        return supcon(z1, z2, labels, temperature)
-    if name == "spread":
-        return spread(z1, z2, labels, temperature, spread_alpha)
-    raise ValueError(f"loss={name!r} is unknown: allowed simclr, reference, ifm, supcon, spread")
+    return objective.term(z1, z2, labels, hp)

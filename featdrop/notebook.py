@@ -1,5 +1,5 @@
 """One-line calls for the notebooks. Each figure function returns the figure (shown inline) and
-saves it under ``<out_dir>/figures/`` through ``runs.save_figure``."""
+saves it under ``<out_dir>/figures/`` through ``rundir.save_figure``."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +9,13 @@ from pathlib import Path
 import torch
 
 from . import config as cfgmod
-from . import pipeline, plots, runs, train
-from .explore import draw_views
-from .config import Config, ConfigError
+from . import rundir
+from .config import Config
+from .errors import ConfigError
+from .probing.explorer import draw_views
+from .train import load_run, pretrain
+from .views import modality
+from .viz import plots
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
@@ -43,22 +47,20 @@ def config_from_namespace(ns: dict) -> Config:
 
 
 def _save(fig, cfg: Config, name: str):
-    runs.save_figure(fig, Path(cfg.out_dir) / "figures" / f"{name}.png")
+    rundir.save_figure(fig, Path(cfg.out_dir) / "figures" / f"{name}.png")
     return fig
 
 
 def run(cfg: Config) -> dict:
     """Pretrain (resuming if out_dir holds a checkpoint) and probe both labels."""
-    return train.pretrain(cfg)
+    return pretrain(cfg)
 
 
 def example_inputs(cfg: Config, n: int = 16):
     # the run's own data (batch_size=1: nothing is trained here, so any batch fits)
-    data = pipeline.load(dataclasses.replace(cfg, device="cpu", batch_size=1), torch.device("cpu"))
+    data = modality.load(dataclasses.replace(cfg, device="cpu", batch_size=1), torch.device("cpu"))
     if data.modality.audio:
-        from . import audio
-
-        fig = audio.plot_examples(data.test, n)
+        fig = plots.spectrograms(data.test, n)
     else:
         t = data.test
         fig = plots.gallery(t.images[:n], t.labels[:n], t.alt_labels[:n], cfg.overlay, rows=2, cols=n // 2)
@@ -66,12 +68,12 @@ def example_inputs(cfg: Config, n: int = 16):
 
 
 def loss_curves(cfg: Config):
-    return _save(plots.loss_curves(runs.read_history(Path(cfg.out_dir) / "history.jsonl")), cfg, "loss_curves")
+    return _save(plots.loss_curves(rundir.read_history(Path(cfg.out_dir) / "history.jsonl")), cfg, "loss_curves")
 
 
 def view_grid(cfg: Config, n: int = 4, k: int = 3, seed: int = 0):
     """Clean test examples, k views each; for the viewmaker also each view's perturbation δ."""
-    trainer = train.load_run(cfg.out_dir)
+    trainer = load_run(cfg.out_dir)
     m, raw = trainer.data.modality, trainer.data.test.images[:n]
     outs, deltas, _ = draw_views(trainer, raw, k, torch.Generator().manual_seed(seed))
     fig = plots.view_grid(m.base(raw), outs, deltas, spectrogram=m.audio)
@@ -109,9 +111,3 @@ def check_parameters(ns: dict, extra: tuple[str, ...]) -> dict:
     # values given (None = "not set": the run's or the preset's) are checked as the pretraining notebook's
     cfgmod.make(**{k: v for k, v in params.items() if k in cfgmod.field_names() and v is not None})
     return params
-
-
-def comparison(df, runs_dir: str, value: str = "probe"):
-    fig = plots.comparison(df, value)
-    runs.save_figure(fig, Path(runs_dir) / "figures" / f"comparison_{value}.png")
-    return fig

@@ -2,13 +2,13 @@
 
 Run the two grids first (quick preset, expert views, plain CIFAR-10, 3 seeds):
 
-    python -m featdrop.grid --runs-dir runs/study13 overlay=none views=expert preset=quick \
+    featdrop grid --runs-dir runs/study13 overlay=none views=expert preset=quick \
         supervise=coarse loss=supcon,spread,ae seed=0,1,2
-    python -m featdrop.grid --runs-dir runs/study13-simclr overlay=none views=expert preset=quick \
+    featdrop grid --runs-dir runs/study13-simclr overlay=none views=expert preset=quick \
         loss=simclr seed=0,1,2
 
 then ``python scripts/study_coarse.py runs/study13 runs/study13-simclr``. Thanos (both backbones) is the
-fast probe on the concatenated features of each seed's spread and ae runs (``featdrop.reprobe --concat``,
+fast probe on the concatenated features of each seed's spread and ae runs (``featdrop reprobe --concat``,
 written to ``<spread run>/probes/concat-fast.json``; an existing file is reused).
 """
 from __future__ import annotations
@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from featdrop import reprobe, runs
-from featdrop.report import mean_sd as stat
+from featdrop import rundir
+from featdrop.lab.tables import mean_sd as stat
+from featdrop.probing import reprobe
 
 ANCHOR = {"supcon": 51.8, "spread": 77.1, "ae": 71.7, "thanos": 79.1}  # Thanos README, fine-label transfer, %
 NAMES = {"supcon": "SupCon (`loss=supcon`)", "spread": "SupCon + cNCE (`loss=spread`, α = 0.5)",
@@ -38,7 +39,7 @@ def main(*runs_dirs: str) -> None:
         if ("spread", seed) in by_seed and ("ae", seed) in by_seed:
             first = by_seed["spread", seed]
             cached = first / "probes" / "concat-fast.json"
-            result = runs.read_json(cached) if cached.exists() else \
+            result = rundir.read_json(cached) if cached.exists() else \
                 reprobe.reprobe([first, by_seed["ae", seed]], concat=True, device="cpu").iloc[0].to_dict()
             rows.setdefault("thanos", []).append(result)
     print("| method | n | fine (main) probe | coarse probe | kNN fine | Thanos README (%) |")

@@ -2,7 +2,7 @@
 
 Run the grid first (12 quick CPU runs, shapes overlay):
 
-    python -m featdrop.grid --runs-dir runs/study11 views=viewmaker,expert loss=simclr,reference \
+    featdrop grid --runs-dir runs/study11 views=viewmaker,expert loss=simclr,reference \
         seed=0,1,2 overlay=shapes preset=quick
 
 then ``python scripts/study_game.py runs/study11 docs/study_game.png``.
@@ -13,15 +13,16 @@ import json
 import sys
 from pathlib import Path
 
-from featdrop import plots, runs
-from featdrop.report import mean_sd as stat
+from featdrop import rundir
+from featdrop.lab.tables import mean_sd as stat
+from featdrop.viz import compare
 
 
 def main(runs_dir: str = "runs/study11", figure: str = "docs/study_game.png") -> None:
     groups: dict[tuple, list[tuple[dict, dict, list[dict]]]] = {}
     for m in sorted(Path(runs_dir).glob("*/metrics.json")):
         cfg = json.loads((m.parent / "config.json").read_text())
-        hist = runs.read_history(m.parent / "history.jsonl")
+        hist = rundir.read_history(m.parent / "history.jsonl")
         groups.setdefault((cfg["views"], cfg["loss"]), []).append((cfg, json.loads(m.read_text()), hist))
 
     print("| views | loss | n | probe main | probe alt | probe coarse | kNN main | final pos_acc | final alt_dropped "
@@ -37,9 +38,9 @@ def main(runs_dir: str = "runs/study11", figure: str = "docs/study_game.png") ->
               f"| {stat([r.get('alt_dropped') for r in last])} | {stat([r.get('main_dropped') for r in last])} "
               f"| {share}{f' ({area})' if share != '–' else ''} | {stat([r['loss'] for r in last])} "
               f"| {stat([m['train_s'] for _, m, _ in items])} |")
-    fig = plots.health_curves({f"{v} / {loss}": [h for _, _, h in items] for (v, loss), items in sorted(groups.items())},
+    fig = compare.health_curves({f"{v} / {loss}": [h for _, _, h in items] for (v, loss), items in sorted(groups.items())},
                               title="shapes, quick preset: the viewmaker game per epoch (mean over seeds; band: min–max)")
-    print(f"wrote {runs.save_figure(fig, figure)}")
+    print(f"wrote {rundir.save_figure(fig, figure)}")
 
 
 if __name__ == "__main__":

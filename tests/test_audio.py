@@ -1,4 +1,4 @@
-"""Spoken digits + background noise: the loader, the noise overlay, the spectrogram views, and runs."""
+"""Spoken digits + background noise: the loader, the noise overlay, the spectrogram views, and rundir."""
 import json
 import math
 
@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
+from conftest import DATA, ROOT
 from scipy.io import wavfile
 
-from featdrop import audio, audio_views, config, train
-from featdrop.audio_views import LENGTH, RATE
-from featdrop.data import DataNotFoundError
-from featdrop.viewmaker import Viewmaker
-from conftest import DATA, ROOT
+from featdrop import config, train
+from featdrop.data import audio
+from featdrop.data.audio import LENGTH, RATE
+from featdrop.errors import DataNotFoundError
+from featdrop.views import audio as audio_views
+from featdrop.views import modality
+from featdrop.views.viewmaker import Viewmaker
 
 NAMES = ["babble", "traffic", "machinery"]
 
@@ -54,7 +57,7 @@ def tiny_dir(tmp_path_factory):
 def load(data_dir, **kw):
     cfg = config.make(overlay="noise", preset="quick", data_dir=str(data_dir), **kw)
     cfg = config.resolve(cfg, cuda_available=False)
-    return audio.load(cfg, torch.device("cpu"))
+    return modality.load(cfg, torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------------ the loader
@@ -266,7 +269,7 @@ def test_pretrain_notebook_runs_with_noise_and_the_viewmaker(tiny_dir, tmp_path)
     for fig in ("inputs", "loss_curves", "views", "probes"):
         assert (run / "figures" / f"{fig}.png").stat().st_size > 5000
     assert json.loads((run / "config.json").read_text())["noise_draw"] == "independent"
-    from featdrop.explore import ViewExplorer
+    from featdrop.probing.explorer import ViewExplorer
 
     player = ViewExplorer(str(run), n_views=2, probe_n=64).listen(view=1)
     assert player.data[:4] == b"RIFF" and len(player.data) > RATE  # a WAV of about a second

@@ -1,9 +1,9 @@
 """Bad values fail before any work, naming the field, the value and what is allowed."""
 import pytest
+from conftest import needs_cifar
 
 from featdrop import config, train
 from featdrop.config import ConfigError
-from conftest import needs_cifar
 
 
 @pytest.mark.parametrize("field,value,allowed", [

@@ -11,9 +11,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from featdrop import config, pipeline, runs, train
 from conftest import needs_cifar, needs_cuda
+
+from featdrop import config, rundir, train
+from featdrop.data.base import Data
+from featdrop.views.modality import image_modality
 
 pytestmark = [pytest.mark.cuda, needs_cuda]
 
@@ -28,7 +30,7 @@ def smooth_images(n: int, seed: int = 0, device="cuda") -> torch.Tensor:
 def synthetic_trainer(out_dir, device="cuda", **fields) -> train.Trainer:
     """The paper preset's Trainer (ResNet-18, batch 256, lr 0.03, τ 0.07) on no loaded data: steps take raw batches."""
     cfg = config.make(**{"preset": "paper", "device": device, "out_dir": str(out_dir), "progress": False, **fields})
-    return train.Trainer(cfg, data=pipeline.Data(pipeline.image_modality(), None, None, 10, 1))
+    return train.Trainer(cfg, data=Data(image_modality(), None, None, 10, 1))
 
 
 def test_the_trainer_really_runs_bf16_on_the_gpu(tmp_path):
@@ -80,8 +82,8 @@ def test_resumed_cuda_run_is_close_to_an_uninterrupted_one(tmp_path, data_dir, v
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt"):
         assert abs(resumed[key] - full[key]) <= 0.05, (key, resumed[key], full[key])
     assert resumed["final_loss"] == pytest.approx(full["final_loss"], rel=0.05)
-    h_part = runs.read_history(tmp_path / "part" / "history.jsonl")
-    h_full = runs.read_history(tmp_path / "full" / "history.jsonl")
+    h_part = rundir.read_history(tmp_path / "part" / "history.jsonl")
+    h_full = rundir.read_history(tmp_path / "full" / "history.jsonl")
     assert [r["epoch"] for r in h_part] == [r["epoch"] for r in h_full] == [1, 2]
     for a, b in zip(h_part, h_full):
         assert a["loss"] == pytest.approx(b["loss"], rel=0.05), (a["epoch"], a["loss"], b["loss"])
@@ -93,13 +95,13 @@ def test_short_paper_preset_run_writes_its_metrics(tmp_path, data_dir, views):
     run = tmp_path / "run"
     m = train.pretrain(preset="paper", device="cuda", overlay="shapes", views=views, subset=512, test_subset=256,
                        epochs=1, progress=False, data_dir=data_dir, out_dir=str(run))
-    saved = runs.read_json(run / "metrics.json")
+    saved = rundir.read_json(run / "metrics.json")
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt"):
         assert 0 <= saved[key] <= 1 and saved[key] == pytest.approx(m[key])
-    assert math.isfinite(saved["final_loss"]) and runs.all_finite(saved)
+    assert math.isfinite(saved["final_loss"]) and rundir.all_finite(saved)
     assert saved["device"].startswith("cuda") and saved["device_name"] != "cpu"
     assert saved["preset"] == "paper" and saved["encoder"] == "resnet18" and saved["epochs"] == 1
-    cfg = runs.read_json(run / "config.json")
+    cfg = rundir.read_json(run / "config.json")
     assert cfg["batch_size"] == 256 and cfg["lr"] == 0.03 and cfg["views"] == views
-    history = runs.read_history(run / "history.jsonl")
+    history = rundir.read_history(run / "history.jsonl")
     assert len(history) == 1 and math.isfinite(history[0]["loss"])

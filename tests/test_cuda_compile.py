@@ -5,7 +5,9 @@ import copy
 import pytest
 import torch
 
-from featdrop import config, pipeline, train
+from featdrop import config, train
+from featdrop.data.base import Data
+from featdrop.views.modality import image_modality
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -14,7 +16,7 @@ pytestmark = [pytest.mark.cuda,
 def trainer(tmp_path, compile_):
     cfg = config.make(overlay="shapes", preset="paper", views="viewmaker", device="cuda", batch_size=64,
                       compile=compile_, out_dir=str(tmp_path / str(compile_)), progress=False)
-    return train.Trainer(cfg, data=pipeline.Data(pipeline.image_modality(), None, None, 10, 3))
+    return train.Trainer(cfg, data=Data(image_modality(), None, None, 10, 3))
 
 
 def test_compiled_viewmaker_step_matches_eager_and_has_no_graph_breaks(tmp_path):

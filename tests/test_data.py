@@ -7,10 +7,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import needs_cifar
 from PIL import Image
 
-from featdrop import data, datasets
-from conftest import needs_cifar
+from featdrop.data import cifar as data
+from featdrop.data import images as datasets
+from featdrop.errors import DataNotFoundError
 
 
 def write_image_folder(root, split, per_class=3, classes=("cat", "dog")):
@@ -106,7 +108,7 @@ def test_damaged_image_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monke
 def test_damaged_audio_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monkeypatch):
     from scipy.io import wavfile
 
-    from featdrop import audio
+    from featdrop.data import audio
 
     rec = tmp_path / "fsdd" / "recordings"
     rec.mkdir(parents=True)
@@ -125,7 +127,7 @@ def test_damaged_audio_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monke
 
 
 def test_missing_data_gives_clear_message_without_download(tmp_path):
-    with pytest.raises(data.DataNotFoundError) as err:
+    with pytest.raises(DataNotFoundError) as err:
         data.load_cifar10(tmp_path, "test", download=False)
     msg = str(err.value)
     assert str(tmp_path / "cifar10" / "test") in msg and "FEATDROP_DATA" in msg and "download" in msg
@@ -139,9 +141,9 @@ def test_failed_download_is_not_a_raw_urllib_traceback(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline)
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
-    with pytest.raises(data.DataNotFoundError, match="download failed: URLError"):
+    with pytest.raises(DataNotFoundError, match="download failed: URLError"):
         data.load_cifar10(tmp_path, "train", download=True)
-    with pytest.raises(data.DataNotFoundError, match="MNIST"):
+    with pytest.raises(DataNotFoundError, match="MNIST"):
         data.load_mnist(tmp_path, "train", download=True)
 
 

@@ -11,15 +11,17 @@ import copy
 import pytest
 import torch
 
-from featdrop import config, losses, pipeline, train
-from featdrop.viewmaker import Viewmaker
+from featdrop import config, losses, train
+from featdrop.data.base import Data
+from featdrop.views.modality import image_modality
+from featdrop.views.viewmaker import Viewmaker
 
 
 def synthetic_trainer(tmp_path, **kw):
     """A Trainer on synthetic data (no data set needed): what the benchmark does."""
     cfg = config.make(overlay="shapes", preset="quick", device="cpu", batch_size=16, viewmaker_width=8,
                       out_dir=str(tmp_path), progress=False, **kw)
-    return train.Trainer(cfg, data=pipeline.Data(pipeline.image_modality(), None, None, 10, 3))
+    return train.Trainer(cfg, data=Data(image_modality(), None, None, 10, 3))
 
 
 def raw_batch(n=16, seed=0):
@@ -34,7 +36,10 @@ def test_encoder_step_loss_is_the_formula_on_the_same_views(tmp_path, loss):
     out = trainer.encoder_step(x1, x2)
     c = trainer.cfg
     with torch.no_grad():
-        expected = losses.contrastive_loss(loss, before(x1), before(x2), c.temperature, c.ifm_epsilon, c.ifm_alpha)
+        z1, z2 = before(x1), before(x2)
+        expected = {"reference": lambda: losses.reference_simclr(z1, z2, c.temperature),
+                    "simclr": lambda: losses.nt_xent(z1, z2, c.temperature),
+                    "ifm": lambda: losses.ifm(z1, z2, c.temperature, c.ifm_epsilon, c.ifm_alpha)}[loss]()
     assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-5)
     assert set(out) == {"loss", "pos_acc"}
 
@@ -79,12 +84,12 @@ def test_an_epoch_reads_the_device_once_however_many_steps(tmp_path, monkeypatch
     """Inside the epoch nothing reads a tensor's value in Python but the one non-finite check at its
     end (the old loop checked the loss every step). The optimisers' own steps are exempt: on a CPU,
     torch's Adam reads its step counter (a CPU tensor); on CUDA the fused optimisers do not."""
-    from featdrop import datasets
+    from featdrop.data import base
 
     trainer = synthetic_trainer(tmp_path, views=views)
     images = raw_batch(80)
     labels = torch.arange(80) % 10
-    split = datasets.Split(images, labels, labels % 3, images)
+    split = base.Split(images, labels, labels % 3, images)
     trainer.data.train = type("T", (), {"draw": lambda self, d: split})()
     monkeypatch.setattr(trainer, "monitor", lambda split, epoch: {})  # the monitor runs after the steps
     reads = [0]

@@ -4,7 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featdrop import config, datasets, health, overlays, pipeline, train
+from featdrop import config, train
+from featdrop.data import overlays
+from featdrop.data.base import Data, Split
+from featdrop.train import monitor as health
+from featdrop.views.modality import image_modality
 
 
 def naive_positive_accuracy(z1, z2):
@@ -65,21 +69,21 @@ def test_overlay_masks_are_the_overlays_pixels():
 def test_knn_monitor_samples_class_ordered_data_at_random(monkeypatch, tmp_path):
     """Data on disk is in class order; the monitor used to take the first items, all of class 0,
     and so read knn_main = 1.000 at every epoch of a full-data run."""
-    monkeypatch.setattr(train, "MONITOR_TRAIN", 100)
-    monkeypatch.setattr(train, "MONITOR_TEST", 50)
+    monkeypatch.setattr(health, "MONITOR_TRAIN", 100)
+    monkeypatch.setattr(health, "MONITOR_TEST", 50)
     g = torch.Generator().manual_seed(0)
 
     def sorted_split(n):
         images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
         labels = torch.arange(n) * 10 // n                 # class-ordered: 0, 0, ..., 9, 9
-        return datasets.Split(images, labels, labels % 3, images, labels // 5)
+        return Split(images, labels, labels % 3, images, labels // 5)
 
     train_split, test_split = sorted_split(1000), sorted_split(500)
-    data = pipeline.Data(pipeline.image_modality(), type("T", (), {"draw": lambda self, d: train_split})(),
+    data = Data(image_modality(), type("T", (), {"draw": lambda self, d: train_split})(),
                          test_split, 10, 3)
     cfg = config.make(overlay="shapes", preset="quick", device="cpu", batch_size=64, knn_k=20, out_dir=str(tmp_path))
     trainer = train.Trainer(cfg, data=data)
-    itr, ite = (train.monitor_indices(1000, 100, 0, 1), train.monitor_indices(500, 50, 0, 2))
+    itr, ite = (health.monitor_indices(1000, 100, 0, 1), health.monitor_indices(500, 50, 0, 2))
     assert len(set(train_split.labels[itr].tolist())) == 10 and len(set(test_split.labels[ite].tolist())) >= 8
     row = trainer.monitor(train_split, 0)
     assert row["knn_main"] < 0.5  # random features: near chance (0.1), not the 1.0 of a one-class monitor

@@ -14,9 +14,9 @@ import time
 
 import pytest
 import torch
-
-from featdrop import runs, train
 from conftest import ROOT, needs_cifar, untimed
+
+from featdrop import rundir, train
 
 # a few seconds an epoch on two CPU cores (8 steps of 64, then the monitor); the whole test about a minute
 FIELDS = dict(overlay="shapes", views="expert", preset="quick", subset=512, test_subset=256, batch_size=64,
@@ -35,7 +35,7 @@ def wait_for_epochs(history_path, n, proc, log, timeout):
     """Poll history.jsonl (written atomically after every checkpoint) until it has n rows."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = runs.read_history(history_path)
+        rows = rundir.read_history(history_path)
         if len(rows) >= n:
             return rows
         if proc.poll() is not None:
@@ -67,7 +67,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_path, dat
 
     # Usually the kill lands in epoch 2 (1 row on disk); on a busy machine epoch 2 may have finished just
     # before it (2 rows). Either way the run resumes from its last checkpoint and must end the same.
-    at_kill = len(runs.read_history(run / "history.jsonl"))
+    at_kill = len(rundir.read_history(run / "history.jsonl"))
     assert at_kill in (1, 2), f"the kill was meant to land in epoch 2 or 3, but {at_kill} epochs were done"
     assert not (run / "metrics.json").exists()
 
@@ -75,6 +75,6 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_path, dat
     assert resumed["resumed"] is True
     for key in KEYS:
         assert resumed[key] == full[key], (key, resumed[key], full[key], f"killed after {at_kill} epoch(s)")
-    history = runs.read_history(run / "history.jsonl")
+    history = rundir.read_history(run / "history.jsonl")
     assert [r["epoch"] for r in history] == [1, 2, 3]
-    assert untimed(history) == untimed(runs.read_history(tmp_path / "full" / "history.jsonl"))
+    assert untimed(history) == untimed(rundir.read_history(tmp_path / "full" / "history.jsonl"))

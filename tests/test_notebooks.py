@@ -4,9 +4,9 @@ import json
 import math
 
 import pytest
+from conftest import ROOT, needs_cifar, needs_nbformat, needs_papermill
 
 from featdrop import config
-from conftest import ROOT, needs_cifar, needs_nbformat, needs_papermill
 
 # papermill and nbformat are imported where they are used, and each test says which one it needs: on an
 # image without papermill the notebooks are not executed, but the hygiene rules are still checked.
@@ -125,7 +125,7 @@ def test_report_notebook_launches_missing_runs_and_tabulates(tmp_path, data_dir)
     executed = execute("report", tmp_path, runs_dir=str(runs_dir), launch=True, overlays=["shapes"],
                        views_list=["expert"], seeds=[0, 1], data_dir=data_dir, epochs=1, subset=256,
                        test_subset=128, batch_size=64)
-    for seed in (0, 1):  # one featdrop.grid cell per seed, named by the swept fields
+    for seed in (0, 1):  # one grid cell per seed, named by the swept fields
         run = runs_dir / f"overlay-shapes__views-expert__seed-{seed}"
         assert (run / "metrics.json").exists() and (run / "grid.log").exists() and not (run / "error.txt").exists()
     assert (runs_dir / "figures" / "comparison_probe.png").exists()
@@ -135,7 +135,7 @@ def test_report_notebook_launches_missing_runs_and_tabulates(tmp_path, data_dir)
 def test_view_grid_shows_amplified_perturbations_not_rescaled_as_uint8():
     import torch
 
-    from featdrop import plots
+    from featdrop.viz import plots
 
     x = torch.full((1, 3, 8, 8), 0.5)
     delta = torch.full((1, 3, 8, 8), 0.3)  # 0.5 + 5·0.3 = 2.0 > 1.5: still a float image, clamps to white
@@ -146,7 +146,7 @@ def test_view_grid_shows_amplified_perturbations_not_rescaled_as_uint8():
 
 
 def test_probe_bars_show_every_probed_label_and_skip_a_constant_one():
-    from featdrop import plots
+    from featdrop.viz import plots
 
     base = dict(probe_main=0.4, knn_main=0.3, chance_main=0.1, probe_alt=0.6, knn_alt=0.5, chance_alt=1 / 3)
     coarse = dict(probe_coarse=0.9, knn_coarse=0.85, chance_coarse=0.6)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from featdrop import overlays
+from featdrop.data import overlays
 
 
 def photos(n, seed=0):

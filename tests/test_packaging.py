@@ -1,7 +1,7 @@
 """pyproject.toml and environment.yml must pin the same torch family."""
 import re
-import tomllib
 
+import tomllib
 from conftest import ROOT
 
 TORCH = ("torch", "torchvision", "torchaudio")

@@ -4,10 +4,11 @@ fails before any model is loaded."""
 import json
 
 import pytest
-
-from featdrop import reprobe, runs, train
-from featdrop.reprobe import ReprobeError
 from conftest import DATA, needs_cifar
+
+from featdrop import cli, rundir, train
+from featdrop.errors import ConfigError
+from featdrop.probing import reprobe
 
 TINY = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=1, encoder="convnet",
             viewmaker_width=8, knn_k=20, progress=False, device="cpu")
@@ -38,7 +39,7 @@ def test_fast_reprobe_from_the_command_line_reproduces_metrics_json_exactly(runs
     a, b = runs_["expert"], runs_["viewmaker"]
     assert reprobe.main([str(a), str(b), "--probe", "fast", "--device", "cpu"]) == 0
     for run in (a, b):
-        saved, written = runs.read_json(run / "metrics.json"), runs.read_json(run / "probes" / "fast.json")
+        saved, written = rundir.read_json(run / "metrics.json"), rundir.read_json(run / "probes" / "fast.json")
         keys = [k for k in saved if k.startswith(("probe_", "knn_", "chance_")) and k != "probe_s"]
         assert {"probe_main", "probe_alt", "probe_coarse", "chance_main", "chance_alt", "chance_coarse"} <= set(keys)
         assert {k: written[k] for k in keys} == {k: saved[k] for k in keys}  # bit for bit on a CPU
@@ -50,7 +51,7 @@ def test_fast_reprobe_from_the_command_line_reproduces_metrics_json_exactly(runs
     assert all(w in lines[0] for w in ("run", "overlay", "views", "loss", "seed", "protocol", "probe_main",
                                        "probe_alt", "probe_coarse", "chance (main/alt/coarse)"))
     assert str(a) in lines[1] and "expert" in lines[1] and str(b) in lines[2] and "viewmaker" in lines[2]
-    assert f"{runs.read_json(a / 'metrics.json')['probe_main']:.4f}" in lines[1]
+    assert f"{rundir.read_json(a / 'metrics.json')['probe_main']:.4f}" in lines[1]
     assert f"wrote {b / 'probes' / 'fast.json'}" in out
 
 
@@ -59,7 +60,7 @@ def test_reference_protocol_on_the_same_encoder(runs_):
     run = runs_["viewmaker"]  # the probe trains on the frozen viewmaker's views
     before = (run / "metrics.json").read_text()
     row = reprobe.reprobe(run, probe="reference", probe_epochs=2, device="cpu").iloc[0]
-    written = runs.read_json(run / "probes" / "reference.json")
+    written = rundir.read_json(run / "probes" / "reference.json")
     assert written["protocol"] == "reference" and written["probe_epochs"] == 2
     for name in ("main", "alt"):
         acc, chance = written[f"probe_{name}"], written[f"chance_{name}"]
@@ -73,12 +74,12 @@ def test_concat_width_is_the_sum_and_self_concat_keeps_accuracy(runs_, tmp_path)
     a, b = runs_["expert"], runs_["viewmaker"]
     both = reprobe.reprobe([a, b], concat=True, device="cpu").iloc[0]
     assert both["feature_dim"] == 2 * CONVNET_WIDTH
-    written = runs.read_json(a / "probes" / "concat-fast.json")
+    written = rundir.read_json(a / "probes" / "concat-fast.json")
     assert written["feature_dims"] == [CONVNET_WIDTH, CONVNET_WIDTH]
     assert [r["run"] for r in written["runs"]] == [str(a), str(b)] and written["views"] == "expert+viewmaker"
-    assert 0 <= written["probe_main"] <= 1 and written["chance_alt"] == runs.read_json(a / "metrics.json")["chance_alt"]
+    assert 0 <= written["probe_main"] <= 1 and written["chance_alt"] == rundir.read_json(a / "metrics.json")["chance_alt"]
     # a run concatenated with itself: the same features twice, at least as separable
-    single = runs.read_json(a / "metrics.json")
+    single = rundir.read_json(a / "metrics.json")
     twice = reprobe.reprobe([a, a], concat=True, device="cpu", out=tmp_path / "twice.json").iloc[0]
     assert twice["feature_dim"] == 2 * CONVNET_WIDTH and (tmp_path / "twice.json").exists()
     for name in ("main", "alt"):
@@ -96,45 +97,45 @@ def fake_run(path, **changes):
 
 
 def test_missing_run_directory(tmp_path, no_loading):
-    with pytest.raises(ReprobeError, match="does not exist.*config.json.*checkpoint.pt"):
+    with pytest.raises(ConfigError, match="does not exist.*config.json.*checkpoint.pt"):
         reprobe.reprobe([fake_run(tmp_path / "a"), tmp_path / "nope"])
 
 
 def test_directory_without_checkpoint_is_a_run_that_has_not_trained(tmp_path, no_loading):
     run = fake_run(tmp_path / "a")
     (run / "checkpoint.pt").unlink()
-    with pytest.raises(ReprobeError, match=f"no checkpoint.pt in '{run}'.*not trained"):
+    with pytest.raises(ConfigError, match=f"no checkpoint.pt in '{run}'.*not trained"):
         reprobe.reprobe(run)
 
 
 def test_unknown_protocol_and_bad_epochs(tmp_path, no_loading, capsys):
     run = fake_run(tmp_path / "a")
-    with pytest.raises(ReprobeError, match="unknown probe protocol 'linear'; allowed: fast, reference"):
+    with pytest.raises(ConfigError, match="unknown probe protocol 'linear'; allowed: fast, reference"):
         reprobe.reprobe(run, probe="linear")
-    with pytest.raises(ReprobeError, match="positive integer"):
+    with pytest.raises(ConfigError, match="positive integer"):
         reprobe.reprobe(run, probe="reference", probe_epochs=0)
-    with pytest.raises(ReprobeError, match="reference protocol only"):
+    with pytest.raises(ConfigError, match="reference protocol only"):
         reprobe.reprobe(run, probe="fast", probe_epochs=5)
-    with pytest.raises(ReprobeError, match="unknown device 'tpu'; allowed: auto, cpu, cuda"):
+    with pytest.raises(ConfigError, match="device = 'tpu' is invalid: allowed auto, cpu, cuda or cuda:N"):
         reprobe.reprobe(run, device="tpu")
     with pytest.raises(SystemExit) as e:
-        reprobe.main([str(run), "--probe", "linear"])
+        cli.main(["reprobe", str(run), "--probe", "linear"])
     assert e.value.code == 2 and "invalid choice: 'linear'" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        reprobe.main([str(run), "--probe", "reference", "--probe-epochs", "-1"])
-    assert e.value.code == 2 and "probe_epochs = -1" in capsys.readouterr().err
+    assert cli.main(["reprobe", str(run), "--probe", "reference", "--probe-epochs", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("featdrop reprobe: error: probe_epochs = -1") and "Traceback" not in err
 
 
 def test_concat_needs_the_fast_protocol_and_two_runs(tmp_path, no_loading):
     a, b = fake_run(tmp_path / "a"), fake_run(tmp_path / "b", views="viewmaker")
-    with pytest.raises(ReprobeError, match="fast protocol only.*own augmentations"):
+    with pytest.raises(ConfigError, match="fast protocol only.*own augmentations"):
         reprobe.reprobe([a, b], probe="reference", concat=True)
-    with pytest.raises(ReprobeError, match="at least two run directories"):
+    with pytest.raises(ConfigError, match="at least two run directories"):
         reprobe.reprobe([a], concat=True)
 
 
 @pytest.mark.parametrize("field, value", [("seed", 1), ("subset", 512), ("overlay", "digits")])
 def test_concat_of_runs_on_different_data_names_the_field(tmp_path, no_loading, field, value):
     a, b = fake_run(tmp_path / "a"), fake_run(tmp_path / "b", **{field: value})
-    with pytest.raises(ReprobeError, match=f"config field '{field}' differs"):
+    with pytest.raises(ConfigError, match=f"config field '{field}' differs"):
         reprobe.reprobe([a, b], concat=True)

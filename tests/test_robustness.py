@@ -4,10 +4,10 @@ import time
 
 import pytest
 import torch
-
-from featdrop import config, runlock, train
-from featdrop.config import ConfigError
 from conftest import needs_cifar
+
+from featdrop import config, errors, rundir, train
+from featdrop.config import ConfigError
 
 TINY = dict(overlay="shapes", subset=256, test_subset=128, batch_size=64, epochs=2, encoder="convnet",
             viewmaker_width=8, progress=False, knn_k=20, device="cpu")
@@ -20,7 +20,7 @@ def test_damaged_checkpoint_gives_a_clear_error_and_is_kept(tmp_path, data_dir):
     ck = tmp_path / "checkpoint.pt"
     blob = ck.read_bytes()
     ck.write_bytes(blob[: len(blob) // 3])  # a disk that filled up, a copy cut short
-    with pytest.raises(train.CheckpointError) as err:
+    with pytest.raises(errors.CheckpointError) as err:
         train.pretrain(**kw)
     msg = str(err.value)
     assert str(ck) in msg and "cannot resume" in msg and "mv " in msg and "nothing was deleted" in msg
@@ -29,11 +29,11 @@ def test_damaged_checkpoint_gives_a_clear_error_and_is_kept(tmp_path, data_dir):
 
 
 def test_a_second_run_on_a_locked_directory_fails_at_once(tmp_path):
-    with runlock.acquire(tmp_path / "run") as held:
+    with rundir.acquire(tmp_path / "run") as held:
         t0 = time.perf_counter()
-        with pytest.raises(runlock.RunLockedError) as err:
+        with pytest.raises(errors.RunLockedError) as err:
             # another open of the lock file conflicts even within one process once we drop our record
-            runlock._HELD.clear()
+            rundir._HELD.clear()
             train.pretrain(**TINY, data_dir=str(tmp_path / "nodata"), out_dir=str(tmp_path / "run"))
         assert time.perf_counter() - t0 < 5  # before any data is loaded
         assert str(tmp_path / "run") in str(err.value) and f"pid {os.getpid()}" in str(err.value)
@@ -57,12 +57,12 @@ def test_meaningless_values_fail_naming_field_value_and_range(field, value, over
 
 
 def test_the_largest_overlay_sizes_still_fit_the_image():
-    from featdrop import overlays
+    from featdrop.data import overlays, records
 
     x = torch.zeros(30, 3, 32, 32, dtype=torch.uint8)
     digits = torch.full((10, 28, 28), 255, dtype=torch.uint8)
     for name, kw in (("shapes", {}), ("digits", dict(digits=digits, digit_labels=torch.arange(10)))):
-        size = config.OVERLAY_SIZE_MAX[name]
+        size = records.OVERLAYS[name].size_max
         config.make(overlay=name, overlay_size=size)  # accepted
         _, _, masks = overlays.apply(name, x, torch.Generator().manual_seed(0), size=size, with_masks=True, **kw)
         small = overlays.apply(name, x, torch.Generator().manual_seed(0), size=1.0, with_masks=True, **kw)[2]

@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
-
-from featdrop import config, data, train
-from featdrop.config import ConfigError
 from conftest import ROOT, needs_cifar
+
+from featdrop import config, train
+from featdrop.config import ConfigError
+from featdrop.data import base as data
 
 TINY = dict(overlay="shapes", subset=256, test_subset=128, batch_size=64, epochs=1, encoder="convnet",
             viewmaker_width=8, progress=False, knn_k=20, device="cpu", preset="quick")

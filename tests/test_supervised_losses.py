@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from featdrop import losses
-from featdrop.decoder import Decoder, reconstruction_loss
+from featdrop.losses import reconstruction_loss
+from featdrop.models import Decoder
 
 
 def cos(a, b):

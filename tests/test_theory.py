@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from theory import linear_model as lm
+from theory import simulation
 
 # k = d1 = 8: the tightest bottleneck, so suppression shows as a v probe near chance (theory/spectral.md)
 FAST = lm.Setting(k=8, steps=2500, batch=128, n_probe=2000)
@@ -106,7 +107,7 @@ def test_cross_view_covariance_of_the_sampled_views_matches_closed_form():
     """Monte-Carlo check of the blocks: (1-p)α²(B_u + s²/d1), β²(B_v + s²/d2), 0 for the nuisance."""
     cfg, p = lm.Setting(), 0.4
     mu, nu, _ = lm.world(cfg, seed=0)
-    x1, x2, delta, r = lm.views(cfg, mu, nu, (200_000,), lm._gen(0, 3), dtype=torch.float64)
+    x1, x2, delta, r = lm.views(cfg, mu, nu, (200_000,), simulation._gen(0, 3), dtype=torch.float64)
     x2 = lm.mix(x2, delta, r, [p])[0]
     x1, x2 = x1 - x1.mean(0), x2 - x2.mean(0)
     C_hat = (x1.T @ x2 + x2.T @ x1) / (2 * len(x1))

@@ -3,10 +3,11 @@ import json
 
 import pytest
 import torch
-
-from featdrop import losses, runs, train, views
-from featdrop.models import ConvNet
 from conftest import needs_cifar, untimed
+
+from featdrop import errors, losses, rundir, train
+from featdrop.models import ConvNet
+from featdrop.views import expert as views
 
 # device="cpu": the bit-equality below holds for fp32 CPU runs; on CUDA (bf16 autocast, cuDNN) a resumed run
 # is only close to an uninterrupted one (tests/test_cuda.py states the tolerance).
@@ -45,19 +46,19 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, data_dir, 
     full = train.pretrain(out_dir=str(tmp_path / "full"), **kw)
     part = train.pretrain(out_dir=str(tmp_path / "part"), stop_after=1, **kw)
     assert part == {"stopped_at_epoch": 1}
-    assert len(runs.read_history(tmp_path / "part" / "history.jsonl")) == 1
+    assert len(rundir.read_history(tmp_path / "part" / "history.jsonl")) == 1
     resumed = train.pretrain(out_dir=str(tmp_path / "part"), **kw)
     assert resumed["resumed"] is True
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
         assert resumed[key] == full[key], key
-    assert untimed(runs.read_history(tmp_path / "part" / "history.jsonl")) == \
-        untimed(runs.read_history(tmp_path / "full" / "history.jsonl"))
+    assert untimed(rundir.read_history(tmp_path / "part" / "history.jsonl")) == \
+        untimed(rundir.read_history(tmp_path / "full" / "history.jsonl"))
     # the run directory describes itself
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     assert cfg["views"] == views_ and cfg["epochs"] == 2
     m = json.loads((tmp_path / "full" / "metrics.json").read_text())
-    assert runs.all_finite(m) and 0 <= m["probe_main"] <= 1 and m["device"] == "cpu"
-    h = runs.read_history(tmp_path / "full" / "history.jsonl")
+    assert rundir.all_finite(m) and 0 <= m["probe_main"] <= 1 and m["device"] == "cpu"
+    h = rundir.read_history(tmp_path / "full" / "history.jsonl")
     assert [r["epoch"] for r in h] == [1, 2] and all(r["images_per_s"] > 0 for r in h)
     assert ("viewmaker_loss" in h[0]) == (views_ == "viewmaker")
 
@@ -66,7 +67,7 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, data_dir, 
 def test_resume_with_a_different_config_is_refused(tmp_path, data_dir):
     kw = dict(TINY, data_dir=data_dir, out_dir=str(tmp_path))
     train.pretrain(stop_after=1, **kw)
-    with pytest.raises(train.ConfigError, match="temperature"):
+    with pytest.raises(errors.ConfigError, match="temperature"):
         train.pretrain(**{**kw, "temperature": 0.5})
 
 
@@ -76,7 +77,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir
     train.pretrain(stop_after=1, **kw)
     good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     monkeypatch.setattr(losses, "contrastive_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(train.NonFiniteLossError, match="epoch 2.*last good checkpoint \\(epoch 1\\)"):
+    with pytest.raises(errors.NonFiniteLossError, match="epoch 2.*last good checkpoint \\(epoch 1\\)"):
         train.pretrain(**kw)
     kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert kept["epoch"] == 1

@@ -4,7 +4,7 @@ import torch
 
 from featdrop import losses
 from featdrop.models import ConvNet
-from featdrop.viewmaker import Viewmaker
+from featdrop.views.viewmaker import Viewmaker
 
 
 @pytest.mark.parametrize("budget,channels,size", [(0.05, 3, 32), (0.1, 3, 32), (0.125, 1, 64)])

@@ -1,9 +1,8 @@
 """Expert views: per-sample randomness, shapes and ranges, agreement with torchvision's ops."""
-import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from featdrop import views
+from featdrop.views import expert as views
 
 
 def test_samples_in_one_batch_get_different_parameters():

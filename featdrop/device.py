@@ -1,0 +1,81 @@
+"""The one place that turns a device name into a ``torch.device`` and knows what CUDA changes.
+
+On CUDA featdrop runs bf16 autocast and channels_last (tensor cores); on a CPU everything is fp32 in the
+default memory format. Every module that puts work on a device goes through here.
+"""
+from __future__ import annotations
+
+import os
+import re
+from contextlib import nullcontext
+
+import torch
+
+from .errors import ConfigError
+
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def check(name, field: str = "device") -> None:
+    """Raise ConfigError unless ``name`` is a device name (without asking whether CUDA is there)."""
+    if not (isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", name)):
+        raise ConfigError(f"{field} = {name!r} is invalid: allowed {DEVICES}")
+
+
+def resolve(name: str = "auto", field: str = "device") -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda[:N]`` must exist here."""
+    check(name, field)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{field} = {name!r} is invalid: CUDA is not available here; allowed auto or cpu")
+        index = int(name[5:] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{field} = {name!r} is invalid: there are {torch.cuda.device_count()} CUDA "
+                              f"device(s) here, cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(name)
+
+
+def describe(device: torch.device) -> str:
+    """The device's name for metrics and logs: the GPU's model, or 'cpu'."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU runs are fp32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-d CUDA tensor in channels_last (what cuDNN's fast convolutions want); anything else unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda and x.dim() == 4 else x
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device (timing on CUDA); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def visible_gpus(gpus: str | list | None, needs_gpu: bool = True) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES value of each chosen GPU: ``gpus`` is all (None) or indices like "0,1";
+    [] for the CPU (``needs_gpu`` False, or "none")."""
+    if not needs_gpu or gpus in ("none", "cpu"):
+        return []
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [s.strip() for s in parent.split(",")][:count] if parent else [str(i) for i in range(count)]
+    if gpus in (None, "all"):
+        return ids
+    try:
+        chosen = [int(x) for x in (gpus.split(",") if isinstance(gpus, str) else gpus)]
+    except ValueError:
+        raise ConfigError(f"--gpus {gpus}: expected all or GPU indices like 0,1") from None
+    bad = [i for i in chosen if not 0 <= i < count]
+    if bad:
+        raise ConfigError(f"--gpus {gpus}: no GPU {bad}; visible: " + (", ".join(map(str, range(count))) or
+                        "none (CUDA is not available here; leave --gpus out to run on the CPU)"))
+    return [ids[i] for i in chosen]

@@ -1,0 +1,40 @@
+"""The one error family. Every error a user can cause derives from ``FeatdropError``; its message names
+the field (or file), the value and what is allowed. Command lines print that message without a traceback
+and exit 2 (``featdrop.cli``); the Python API raises it.
+
+Each class also derives from the built-in error it refines (``ValueError``, ``FileNotFoundError``,
+``RuntimeError``), so code that catches those keeps working.
+"""
+from __future__ import annotations
+
+
+class FeatdropError(Exception):
+    """Base of every error a user can cause: bad input, missing data, a damaged or busy run directory."""
+
+
+class ConfigError(FeatdropError, ValueError):
+    """A configuration value is invalid (a config field, a command-line argument, a notebook parameter)."""
+
+
+class DataNotFoundError(FeatdropError, FileNotFoundError):
+    """Data is neither on disk nor downloadable; the message says where it looked and what to do."""
+
+
+class CheckpointError(FeatdropError, RuntimeError):
+    """A checkpoint cannot be read; the message names the file and what to do. Nothing is deleted."""
+
+
+class RunLockedError(FeatdropError, RuntimeError):
+    """Another live process is running in this out_dir."""
+
+
+class NonFiniteLossError(FeatdropError, RuntimeError):
+    """The loss (or a final metric) became non-finite; the message says which checkpoint is kept."""
+
+
+class SpecError(ConfigError):
+    """An encoder spec or a suppression-report argument is invalid."""
+
+
+class WeightsNotFoundError(FeatdropError, FileNotFoundError):
+    """Pretrained weights are not on disk and could not be downloaded; the message says where to put them."""

@@ -1,0 +1,127 @@
+"""Tables of finished runs: probe accuracy on every label, mean ± sd over seeds, grouped by what differs.
+
+``collect`` reads every ``metrics.json`` (with its run's ``config.json``) under a directory; ``summary``
+groups them by the config fields that vary (other than the seed); ``suppression_curve`` plots the probes
+against a swept number such as ``overlay_opacity``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .. import config, rundir
+from ..errors import DataNotFoundError
+from ..viz import compare
+
+# Config fields that never define a group: where and how a run ran, not what it computed.
+BOOKKEEPING = ("seed", "out_dir", "data_dir", "device", "progress", "download", "compile")
+FIRST = ("run", "overlay", "views", "seed", "preset", "encoder", "epochs", "probe_main", "probe_alt",
+         "probe_coarse", "knn_main", "knn_alt", "chance_main", "chance_alt", "chance_coarse", "wall_s")
+
+
+def collect(runs_dir: str | None, run_dirs=None):
+    """One row per finished run (a directory holding metrics.json) under ``runs_dir``, or of the
+    directories ``run_dirs``: every config field and every metric (the config wins a shared name)."""
+    import pandas as pd
+
+    paths = [Path(d) / "metrics.json" for d in run_dirs] if run_dirs is not None else \
+        sorted(Path(runs_dir).glob("**/metrics.json"))
+    rows = []
+    for m in paths:
+        if not m.exists():
+            continue
+        cfg_path = m.parent / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        rows.append({"run": str(m.parent), **json.loads(m.read_text()), **cfg})
+    if not rows:
+        raise DataNotFoundError(f"no runs (metrics.json) under {runs_dir!r}: launch some first "
+                                f"(report.ipynb with launch=True, featdrop grid, or notebooks/pretrain.ipynb)")
+    df = pd.DataFrame(rows)
+    return df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]
+
+
+def varying_fields(df) -> list[str]:
+    """The config fields whose value differs between runs, other than the seed and bookkeeping."""
+    return [f for f in config.field_names() if f in df and f not in BOOKKEEPING
+            and df[f].astype(str).nunique() > 1]
+
+
+def mean_sd(values) -> str:
+    """'mean ± sd' (sample sd, over seeds) of the values that are not None/NaN; one value alone; '–' for none."""
+    import numpy as np
+
+    v = np.array([x for x in values if x is not None], dtype=float)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return "–"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def summary(df, by=None):
+    """Runs grouped by ``by`` (default: the fields that vary, else overlay × views) → 'mean ± sd (n)'
+    of every probe (main, alternate, coarse when present) and kNN, with the chance levels."""
+    def fmt(s):
+        return f"{mean_sd(s)} (n={s.notna().sum()})"
+
+    by = list(by) if by else (varying_fields(df) or ["overlay", "views"])
+    cols = {}
+    for key, name in (("probe_main", "main"), ("probe_alt", "alternate"), ("probe_coarse", "coarse"),
+                      ("knn_main", "knn_main"), ("knn_alt", "knn_alt")):
+        if key in df and df[key].notna().any():
+            cols[name] = (key, fmt)
+    for key in ("chance_main", "chance_alt", "chance_coarse"):
+        if key in df and df[key].notna().any():
+            cols[key] = (key, "mean")
+    table = df.assign(**{b: df[b].astype(str) for b in by if df[b].isna().any()}).groupby(by).agg(**cols)
+    return table.round(3)
+
+
+def numeric_fields(df) -> list[str]:
+    """Varying config fields with numeric values: candidates for a suppression curve's x axis."""
+    import pandas as pd
+
+    return [f for f in varying_fields(df) if pd.api.types.is_numeric_dtype(df[f]) and df[f].notna().all()]
+
+
+def suppression_curve(df, runs_dir: str, x: str | None = None):
+    """Probe accuracy against the swept number ``x`` (default: the first numeric field that varies),
+    one line per views type; saved as ``<runs_dir>/figures/suppression_<x>.png``. None when no
+    numeric field varies."""
+    x = x or next(iter(numeric_fields(df)), None)
+    if x is None:
+        return None
+    lines = ["views", *(f for f in varying_fields(df) if f not in (x, "views"))]
+    fig = compare.suppression_curve(df, x, lines)
+    rundir.save_figure(fig, Path(runs_dir) / "figures" / f"suppression_{x}.png")
+    return fig
+
+
+def comparison(df, runs_dir: str, value: str = "probe"):
+    """Bars of overlay × views → accuracy on both labels, saved as ``<runs_dir>/figures/comparison_<value>.png``."""
+    fig = compare.comparison(df, value)
+    rundir.save_figure(fig, Path(runs_dir) / "figures" / f"comparison_{value}.png")
+    return fig
+
+
+EXAMPLES = """examples:
+  featdrop report runs/study11
+  featdrop report runs/opacity --by overlay_opacity views"""
+
+
+def main(argv=None, prog: str = "featdrop report") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description="Tabulate every finished run under a folder (mean ± sd "
+                                 "over seeds, grouped by the config fields that differ) and draw the comparison "
+                                 "figures into <runs_dir>/figures/.", epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs_dir", help="a folder of run directories (a grid's --runs-dir, or runs/)")
+    ap.add_argument("--by", nargs="+", help="config fields to group by (default: the fields that differ)")
+    args = ap.parse_args(argv)
+    df = collect(args.runs_dir)
+    print(f"{len(df)} finished run(s) under {args.runs_dir}\n")
+    print(summary(df, by=args.by).to_string())
+    written = [comparison(df, args.runs_dir, v) and f"comparison_{v}.png" for v in ("probe", "knn")]
+    if suppression_curve(df, args.runs_dir) is not None:
+        written.append(f"suppression_{numeric_fields(df)[0]}.png")
+    print(f"\nwrote {', '.join(written)} in {Path(args.runs_dir) / 'figures'}")
+    return 0

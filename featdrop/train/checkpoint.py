@@ -1,0 +1,108 @@
+"""Checkpoints and resume: everything a run needs to continue, written atomically after every epoch.
+
+``checkpoint.pt`` holds the encoder, the viewmaker, the supervised heads, both optimisers, the history and
+the config. A run resumes only from a checkpoint of the same config (``config_diff``: the one same-config
+check, which the grid calls too); the fields in ``RESUME_FREE`` may differ, since they do not change what
+is computed. ``load_encoder`` rebuilds a run's frozen encoder from its directory alone, without its data.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .. import config as cfgmod
+from .. import rundir
+from ..config import Config
+from ..errors import CheckpointError, ConfigError
+from ..models import build_encoder
+from ..views import modality
+
+# Fields that may differ when resuming: they do not change what is computed.
+RESUME_FREE = {"epochs", "progress", "device", "data_dir", "out_dir", "compile", "download", "preset"}
+
+
+def state(trainer) -> dict:
+    return {"epoch": trainer.epoch, "config": dataclasses.asdict(trainer.cfg), "history": trainer.history,
+            "encoder": trainer.encoder.state_dict(), "opt": trainer.opt.state_dict(),
+            "viewmaker": trainer.viewmaker.state_dict() if trainer.viewmaker else None,
+            "aux": trainer.aux.state_dict(), "vm_opt": trainer.vm_opt.state_dict() if trainer.vm_opt else None,
+            "torch_rng": torch.get_rng_state()}
+
+
+def save(trainer) -> None:
+    out = Path(trainer.cfg.out_dir)
+    rundir.atomic_save(state(trainer), out / "checkpoint.pt")
+    rundir.write_history(out / "history.jsonl", trainer.history)
+
+
+def config_diff(saved: dict, cfg: Config) -> dict:
+    """{field: (saved, now)} for every field other than RESUME_FREE whose value differs; a field the saved
+    run predates counts as having its default value."""
+    saved = {**dataclasses.asdict(Config()), **saved}
+    now = dataclasses.asdict(cfg)
+    return {k: (saved[k], now[k]) for k in now if k not in RESUME_FREE and saved[k] != now[k]}
+
+
+def read(path: Path, device) -> dict:
+    """A checkpoint's contents; CheckpointError naming the file when it is damaged (nothing is deleted)."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+        ck["config"]
+    except Exception as exc:  # truncated file, pickle error, not a checkpoint
+        raise CheckpointError(
+            f"{path} is damaged or unreadable ({type(exc).__name__}: {exc}), so this run cannot resume from it. "
+            f"To start over, move it aside first (mv {path} {path}.damaged) or use another out_dir; "
+            f"nothing was deleted.") from None
+    return ck
+
+
+def resume(trainer) -> bool:
+    """Load ``out_dir/checkpoint.pt`` into the trainer when there is one; False when there is none."""
+    out = Path(trainer.cfg.out_dir)
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return False
+    ck = read(path, trainer.device)
+    diff = config_diff(ck["config"], trainer.cfg)
+    if diff:
+        raise ConfigError(f"out_dir {str(out)!r} holds a run with a different config "
+                          f"(field: saved vs now) {diff}; use another out_dir or the same values")
+    trainer.encoder.load_state_dict(ck["encoder"])
+    trainer.aux.load_state_dict(ck.get("aux") or {})
+    trainer.opt.load_state_dict(ck["opt"])
+    if trainer.viewmaker is not None:
+        trainer.viewmaker.load_state_dict(ck["viewmaker"])
+        trainer.vm_opt.load_state_dict(ck["vm_opt"])
+    trainer.epoch, trainer.history = ck["epoch"], ck["history"]
+    return True
+
+
+def finished(cfg: Config) -> bool:
+    """``cfg.out_dir`` holds the finished run of this config: metrics.json, and a config.json that differs
+    from ``cfg`` only in RESUME_FREE fields and has at least as many epochs."""
+    out = Path(cfg.out_dir)
+    if not (out / "metrics.json").exists() or not (out / "config.json").exists():
+        return False
+    saved = rundir.read_json(out / "config.json")
+    return not config_diff(saved, cfg) and (saved.get("epochs") or 0) >= cfg.epochs
+
+
+def run_config(run_dir: str | Path, **overrides) -> Config:
+    """A run's config from its config.json, with a relative data_dir found from any working directory."""
+    saved = rundir.read_json(Path(run_dir) / "config.json")
+    data_dir = str(cfgmod.project_path(saved["data_dir"]))
+    return cfgmod.make(**{**saved, "out_dir": str(run_dir), "data_dir": data_dir, **overrides})
+
+
+def load_encoder(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, Config]:
+    """A run's trained encoder (eval mode, on ``device``) and its config, from config.json and checkpoint.pt
+    alone: no data is loaded and no trainer is built."""
+    cfg = cfgmod.resolve(run_config(run_dir, device=device))
+    kind = modality.record(cfg.overlay)
+    encoder = build_encoder(cfg.encoder, kind.in_channels, cfg.embedding_dim, cfg.projection_head,
+                            audio=kind.name == "audio")
+    ck = read(Path(run_dir) / "checkpoint.pt", device)
+    encoder.load_state_dict(ck["encoder"])
+    return encoder.to(device).eval(), cfg

@@ -1,0 +1,128 @@
+"""Figures across runs: probe accuracy by overlay and views, suppression curves against a swept number, the
+game's health per epoch by group, and the suppression report's bars. Every function returns a Figure."""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def comparison(df, value: str = "probe", title: str = ""):
+    """Seaborn bars: overlay × views → accuracy on the main and the alternate label (mean ± sd over seeds).
+
+    ``df`` has one row per run with columns overlay, views, seed, probe_main, probe_alt (and knn_*)."""
+    import pandas as pd
+    import seaborn as sns
+
+    long = pd.concat([df.assign(label=lab, accuracy=df[f"{value}_{key}"])
+                      for key, lab in (("main", "main label"), ("alt", "alternate label"))])
+    g = sns.catplot(data=long, x="overlay", y="accuracy", hue="views", col="label", kind="bar",
+                    errorbar="sd", height=3.2, aspect=1.2, palette="deep")
+    g.set(ylim=(0, 1))
+    for ax in g.axes.flat:  # the individual seeds as dots
+        lab = ax.get_title().split(" = ")[-1]
+        sns.stripplot(data=long[long.label == lab], x="overlay", y="accuracy", hue="views", dodge=True,
+                      ax=ax, palette="dark:k", size=3, legend=False)
+    g.figure.suptitle(title or f"linear {value} accuracy by overlay and views", y=1.03)
+    return g.figure
+
+
+def suppression_curve(df, x: str, lines=("views",), title: str = ""):
+    """Linear-probe accuracy against a swept number ``x`` (e.g. overlay_opacity), one panel per label
+    (main, alternate, and coarse when present), one line per value of the ``lines`` columns (the views
+    type, say), mean ± sd over seeds as a band, chance dotted.
+
+    ``df`` has one row per run with columns ``x``, the ``lines`` columns, probe_<label> and chance_<label>."""
+    names = (("main", "main label"), ("alt", "alternate label"), ("coarse", "coarse label"))
+    panels = [(k, name) for k, name in names if f"probe_{k}" in df and df[f"probe_{k}"].notna().any()]
+    lines = [c for c in lines if c in df and c != x]
+    groups = list(df.groupby(lines, dropna=False)) if lines else [((), df)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False, sharey=True)
+    for ax, (key, name) in zip(axes[0], panels):
+        for gkey, g in groups:
+            stats = g.groupby(x)[f"probe_{key}"].agg(["mean", "std"]).sort_index()
+            xs, mean, sd = stats.index.to_numpy(float), stats["mean"].to_numpy(), stats["std"].fillna(0).to_numpy()
+            label = " / ".join(map(str, gkey if isinstance(gkey, tuple) else (gkey,)))
+            (line,) = ax.plot(xs, mean, "o-", label=label or "runs")
+            ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+        if f"chance_{key}" in df:
+            ax.axhline(df[f"chance_{key}"].mean(), color="k", linestyle=":", linewidth=1, label="chance")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(x)
+        ax.set_ylim(0, 1)
+    axes[0, 0].set_ylabel("linear-probe accuracy (test)")
+    axes[0, -1].legend(fontsize=8, title=" / ".join(lines) or None, title_fontsize=8)
+    fig.suptitle(title or f"probe accuracy against {x} (mean ± sd over seeds)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+HEALTH_KEYS = (("loss", "training loss"), ("pos_acc", "pos_acc: positive is the nearest"),
+               ("alt_dropped", "alt_dropped: views that drop the overlay"),
+               ("main_dropped", "main_dropped: views that drop the class"),
+               ("overlay_budget_share", "share of |δ| on the overlay"), ("knn_main", "kNN, main label (monitor)"))
+
+
+def health_curves(groups: dict[str, list[list[dict]]], keys=HEALTH_KEYS, title: str = ""):
+    """The game's health over training: one panel per history key, one line per group of runs (say,
+    views × loss), mean over the runs (seeds) with a band from their min to max. ``groups`` maps a
+    label to the runs' histories (lists of history.jsonl rows). The overlay's area share, where
+    recorded, is drawn dotted in the budget-share panel as its chance level."""
+    keys = [(k, t) for k, t in keys if any(k in row for runs in groups.values() for h in runs for row in h)]
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.1 * rows), squeeze=False)
+    colour = {label: f"C{i}" for i, label in enumerate(groups)}  # one colour per group in every panel
+    for ax, (key, name) in zip(axes.flat, keys):
+        for label, runs in groups.items():
+            curves = [[r.get(key, np.nan) for r in h] for h in runs]
+            n = min(map(len, curves))
+            if not n or all(np.isnan(c[:n]).all() for c in curves):
+                continue
+            arr = np.array([c[:n] for c in curves], dtype=float)
+            ep = np.arange(1, n + 1)
+            (line,) = ax.plot(ep, np.nanmean(arr, 0), "o-", markersize=3, color=colour[label],
+                              label=f"{label} (n={len(runs)})")
+            ax.fill_between(ep, np.nanmin(arr, 0), np.nanmax(arr, 0), color=line.get_color(), alpha=0.15, linewidth=0)
+            if key == "overlay_budget_share":
+                area = np.array([[r.get("overlay_area_share", np.nan) for r in h[:n]] for h in runs], dtype=float)
+                ax.plot(ep, np.nanmean(area, 0), ":", color=line.get_color(), linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        if key != "loss":
+            ax.set_ylim(0, 1.02)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title or "game health per epoch (mean over seeds; band: min to max)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def suppression_bars(table, title: str = ""):
+    """Main, alternate and coarse probe accuracy per overlay, chance dotted, suppression under each overlay."""
+    x = np.arange(len(table))
+    bars = (("main", "CIFAR-10 class (main)", "C0"), ("alt", "overlay (alternate)", "C1"),
+            ("coarse", "vehicle / animal (coarse)", "C2"))
+    fig, ax = plt.subplots(figsize=(1.9 * len(table) + 2.5, 3.8))
+    width = 0.27
+    for j, (label, text, colour) in enumerate(bars):
+        xs = x + (j - 1) * width
+        acc, chance = table[f"probe_{label}"].to_numpy(float), table[f"chance_{label}"].to_numpy(float)
+        ax.bar(xs, np.nan_to_num(acc), width, color=colour, alpha=0.55 if label == "coarse" else 1, label=text)
+        ax.hlines(chance, xs - width / 2, xs + width / 2, colors="k", linestyles=":",
+                  label="chance" if j == 0 else None)
+        for xi, a, c in zip(xs, acc, chance):  # the value above the bar and its chance line
+            ax.text(xi, np.nanmax([a, c, 0]) + 0.01, "n/a" if math.isnan(a) else f"{a:.2f}",
+                    ha="center", va="bottom", fontsize=7)
+    ticks = [o if o == "none" or math.isnan(s) else f"{o}\nsuppression {s:+.3f}"
+             for o, s in zip(table.overlay, table.suppression_main)]
+    ax.set_xticks(x, ticks)
+    ax.set_xlabel("overlay (suppression = CIFAR-10 class accuracy lost against none)", fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("linear-probe test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    return fig

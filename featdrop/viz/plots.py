@@ -1,0 +1,136 @@
+"""One run's figures: example inputs with both labels, loss curves with the game's health, views with
+their perturbations, probe bars. Every function returns a matplotlib Figure; ``rundir.save_figure`` saves.
+Class names come from the overlay's record (``featdrop.data.records``), the noise names from the config."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ..data import records
+from ..views.audio import LogMel
+
+
+def _to_hwc(img: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 or float in [0, 1] → (H, W, 3) float in [0, 1] for imshow."""
+    img = img.detach().cpu()
+    img = img.float() / 255 if img.dtype == torch.uint8 else img.float()
+    return img.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def gallery(images: torch.Tensor, labels: torch.Tensor, alt_labels: torch.Tensor, overlay: str,
+            rows: int = 4, cols: int = 8):
+    """Grid of examples, each titled with its main label and its alternate (overlay) label."""
+    record = records.get(overlay)
+    main_names, alt_names = record.main_names, record.alt_class_names()
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows))
+    for i, ax in enumerate(np.asarray(axes).flat):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        ax.imshow(_to_hwc(images[i]), interpolation="nearest")
+        alt = alt_names[int(alt_labels[i])] if record.has_alt_label() else ""
+        ax.set_title(f"{main_names[int(labels[i])]}\n{alt}", fontsize=8)
+    fig.suptitle(f"overlay = {overlay}: title = main label / alternate label", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(history: list[dict]):
+    """Per epoch: the contrastive loss (and the viewmaker's), the kNN monitor, and the game's health
+    (positive accuracy, the fraction of views that drop each label, the viewmaker's budget share on
+    the overlay beside the overlay's area share)."""
+    ep = np.array([r["epoch"] for r in history])
+    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.5))
+    ax.plot(ep, [r["loss"] for r in history], "o-", label="encoder loss")
+    if "viewmaker_loss" in history[0]:
+        ax.plot(ep, [-r["viewmaker_loss"] for r in history], "s--", label="loss on the viewmaker step")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    ax2.plot(ep, [r["knn_main"] for r in history], "o-", label="main label")
+    ax2.plot(ep, [r["knn_alt"] for r in history], "s-", label="alternate label")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("kNN accuracy (monitor)")
+    ax2.set_ylim(0, 1)
+    ax2.legend(fontsize=8)
+    curves = (("pos_acc", "positive found (pos_acc)", "o-"), ("alt_dropped", "views dropping the alt label", "s-"),
+              ("main_dropped", "views dropping the main label", "^-"),
+              ("overlay_budget_share", "share of |δ| on the overlay", "D-"),
+              ("overlay_area_share", "overlay's share of the area", "k:"))
+    for key, label, style in curves:
+        if any(key in r for r in history):
+            ax3.plot(ep, [r.get(key, np.nan) for r in history], style, label=label, markersize=4)
+    ax3.set_xlabel("epoch")
+    ax3.set_ylabel("fraction")
+    ax3.set_ylim(0, 1.02)
+    ax3.set_title("game health", fontsize=9)
+    ax3.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def view_grid(originals: torch.Tensor, views: list[torch.Tensor], perturbations: list[torch.Tensor] | None = None,
+              titles: list[list[str]] | None = None, amplify: float = 5.0, spectrogram: bool = False):
+    """Rows = examples; columns = the original, then each view (and, for a viewmaker, each view's
+    perturbation δ amplified ``amplify``× around grey). Images in [0, 1] or uint8, (N, C, H, W)."""
+    n, k = len(originals), len(views)
+    cols = 1 + k * (2 if perturbations is not None else 1)
+    fig, axes = plt.subplots(n, cols, figsize=(1.7 * cols, 1.8 * n), squeeze=False)
+    for i in range(n):
+        panels = [(originals[i], "original")]
+        for j in range(k):
+            t = titles[i][j] if titles else f"view {j + 1}"
+            panels.append((views[j][i], t))
+            if perturbations is not None:
+                panels.append((0.5 + amplify * perturbations[j][i], f"δ{j + 1} ×{amplify:g}"))
+        for ax, (img, title) in zip(axes[i], panels):
+            if spectrogram:
+                ax.imshow(img[0].detach().float().cpu().numpy(), origin="lower", aspect="auto", cmap="magma")
+            else:
+                ax.imshow(_to_hwc(img), interpolation="nearest")
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def probe_bars(metrics: dict, title: str = ""):
+    """Linear-probe and kNN accuracy for the main, the alternate and (CIFAR-10) the coarse label, with
+    chance marked. The alternate label is left out when it is constant (overlay "none")."""
+    labels = {"main": "main label", "alt": "alternate label", "coarse": "coarse label"}
+    names = [n for n in labels if f"probe_{n}" in metrics and not (n == "alt" and metrics.get("chance_alt") == 1.0)]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.5 * len(names), 3.5))
+    ax.bar(x - 0.2, [metrics[f"probe_{n}"] for n in names], 0.4, label="linear probe")
+    if all(f"knn_{n}" in metrics for n in names):
+        ax.bar(x + 0.2, [metrics[f"knn_{n}"] for n in names], 0.4, label="kNN")
+    for i, (xi, n) in enumerate(zip(x, names)):
+        ax.hlines(metrics[f"chance_{n}"], xi - 0.4, xi + 0.4, colors="k", linestyles=":", label="chance" if i == 0 else None)
+    ax.set_xticks(x, [labels[n] for n in names])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def spectrograms(split, n: int = 16, cols: int = 8):
+    """Log-mel spectrograms (dB) of n items spread over the split (view 1), titled digit / noise type."""
+    n = min(n, len(split))
+    pick = torch.linspace(0, len(split) - 1, n).long().to(split.images.device)  # files are sorted by digit
+    raw = split.images[pick]
+    db = LogMel(raw.device)(raw[:, 0] if raw.dim() == 3 else raw)[:, 0].cpu()  # μ = 0, σ = 1: plain dB
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    names = split.noise_names or tuple(str(k) for k in range(int(split.alt_labels.max()) + 1))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(db[i].numpy(), origin="lower", aspect="auto", cmap="magma")
+            j = int(pick[i])
+            ax.set_title(f"digit {int(split.labels[j])}\n{names[int(split.alt_labels[j])]}", fontsize=8)
+    fig.suptitle("log-mel spectrograms (64 mels × 64 frames, dB): spoken digit / background noise", fontsize=10)
+    fig.tight_layout()
+    return fig
