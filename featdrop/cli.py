@@ -13,12 +13,16 @@ from .errors import FeatdropError  # plain Python: importing it does not import 
 
 # subcommand → (module whose main(argv, prog) runs it, one line of help)
 COMMANDS = {
-    "train": ("featdrop.train.run", "pretrain one run and probe both labels: featdrop train overlay=shapes seed=1"),
-    "grid": ("featdrop.lab.launch", "a grid of runs over worker processes, GPUs and machines, resumable"),
-    "report": ("featdrop.lab.tables", "tables (mean ± sd over seeds) and figures of the finished runs under a folder"),
-    "reprobe": ("featdrop.probing.reprobe", "probe finished runs again (fast or the paper's protocol; --concat)"),
-    "suppression": ("featdrop.probing.suppression", "the suppression report for any encoder (run:, torchvision:, "
-                    "file:)"),
+    "train": ("featdrop.train.run",
+              "pretrain one run and probe both labels: featdrop train overlay=shapes seed=1"),
+    "grid": ("featdrop.lab.launch",
+             "a grid of runs over worker processes, GPUs and machines, resumable"),
+    "report": ("featdrop.lab.tables",
+               "tables (mean ± sd over seeds) and figures of the finished runs under a folder"),
+    "reprobe": ("featdrop.probing.reprobe",
+                "probe finished runs again (fast or the paper's protocol; --concat)"),
+    "suppression": ("featdrop.probing.suppression",
+                    "the suppression report for any encoder (run:, torchvision:, file:)"),
     "bench": (None, "benchmarks that print figures: featdrop bench overlays | featdrop bench train"),
     "gallery": ("featdrop.viz.gallery", "draw each overlay on test images, titled with both labels"),
 }
@@ -41,9 +45,9 @@ def _target(argv: list[str]) -> tuple[str, str, list[str]]:
     if name != "bench":
         return COMMANDS[name][0], f"featdrop {name}", rest
     if not rest or rest[0] in ("-h", "--help"):
-        raise LookupError("usage: featdrop bench {overlays,train} [--help]\n  overlays  compositing time of each "
-                          "overlay over all of CIFAR-10\n  train     training throughput, the reference design, "
-                          "concurrent runs, projections")
+        raise LookupError("usage: featdrop bench {overlays,train} [--help]\n  overlays  compositing time of "
+                          "each overlay over all of CIFAR-10\n  train     training throughput, the reference "
+                          "design, concurrent runs, projections")
     if rest[0] not in BENCHES:
         raise ValueError(f"unknown benchmark {rest[0]!r}: allowed {', '.join(BENCHES)}")
     return BENCHES[rest[0]], f"featdrop bench {rest[0]}", rest[1:]

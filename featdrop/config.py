@@ -41,15 +41,18 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     viewmaker_lr: float = 1e-3       # viewmaker Adam learning rate
-    temperature: float | None = None  # τ; None: 0.07 (SimCLR losses, the reference), 0.5 (supcon, spread: Thanos)
+    # τ; None: 0.07 (SimCLR losses, the reference), 0.5 (supcon, spread: Thanos)
+    temperature: float | None = None
     # reference (the paper's SimCLR variant: view-1 anchors, self term kept) | simclr (NT-Xent) | ifm;
     # supervised (need ``supervise``): supcon | spread (SupCon + class-conditional InfoNCE) | ae
     loss: str = "reference"
     ifm_epsilon: float = 0.1         # IFM ε (cosine units); 0 = plain SimCLR
     ifm_alpha: float = 1.0           # IFM α: L = (L + α·L_ε)/(1+α)
-    supervise: str | None = None     # labels a supervised loss sees: None (self-supervised) | coarse | main | alt
+    # labels a supervised loss sees: None (self-supervised) | coarse | main | alt
+    supervise: str | None = None
     spread_alpha: float = 0.5        # spread = (1 − α)·SupCon + α·class-conditional InfoNCE
-    ce_weight: float = 0.0           # supcon/spread: weight of a label-smoothed CE head (Thanos adds one); 0 = off
+    # supcon/spread: weight of a label-smoothed CE head (Thanos adds one); 0 = off
+    ce_weight: float = 0.0
     # --- views
     budget: float | None = None      # viewmaker ε, mean |δ| per example (0.05; 0.1 letters; 0.125 audio)
     clamp: bool = False              # clamp viewmaker views to the data range (reference: off)
@@ -63,7 +66,8 @@ class Config:
     subset: int | str | None = None  # training examples: a number, "all", or None (the preset's: quick 5000)
     test_subset: int | str | None = None  # test examples: a number, "all", or None (the preset's: quick 2000)
     overlay_resample: bool = False   # redraw training overlays every epoch (reference: yes)
-    overlay_size: float = 1.0        # overlay scale relative to the reference geometry (the overlay record's size_max)
+    # overlay scale relative to the reference geometry (the overlay record's size_max)
+    overlay_size: float = 1.0
     overlay_opacity: float = 1.0     # multiplies the overlay's alpha (shapes: 180/255 × this)
     noise_volume: float = 0.05       # audio: peak amplitude of the background noise, in (0, 1]
     noise_draw: str = "shared"       # audio: noise class shared by both views | independent (reference)
@@ -87,7 +91,8 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference hyperparameters (feature_dropout.md §2.3): ResNet-18, 200 epochs, full data.
-    "paper": dict(epochs=200, batch_size=256, lr=0.03, encoder="resnet18", viewmaker_width=32, probe_epochs=100),
+    "paper": dict(epochs=200, batch_size=256, lr=0.03, encoder="resnet18", viewmaker_width=32,
+                  probe_epochs=100),
     # Small ConvNet on a subset: pretraining + both probes in ≤ 10 min on a 2-core CPU.
     "quick": dict(epochs=10, batch_size=256, lr=0.03, encoder="convnet", viewmaker_width=16, subset=5000,
                   test_subset=2000, probe_epochs=100),
@@ -99,7 +104,8 @@ AUDIO_PRESETS: dict[str, dict[str, Any]] = {
     # step runs ~150 clips/s and a viewmaker step ~48 clips/s: about 2 and 5 min for the whole run.
     "quick": dict(subset=None, test_subset=None, batch_size=64, epochs=6, viewmaker_width=8),
 }
-OVERLAY_SIZE_MIN = 0.1  # the largest overlay_size, and each overlay's budget and its bounds, are in its record
+# the largest overlay_size, and each overlay's budget and its bounds, are in its record
+OVERLAY_SIZE_MIN = 0.1
 
 
 def field_names() -> list[str]:
@@ -125,7 +131,8 @@ def _number(v) -> bool:
 
 def validate(cfg: Config) -> Config:
     choices = dict(overlay=OVERLAYS, views=VIEWS, preset=PRESET_NAMES, loss=OBJECTIVES, probe=PROBES,
-                   audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS, supervise=SUPERVISE)
+                   audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS,
+                   supervise=SUPERVISE)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise _bad(name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
@@ -138,10 +145,12 @@ def validate(cfg: Config) -> Config:
             continue
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
             extra = ', "all"' if name in ("subset", "test_subset") else ""
-            raise _bad(name, v, "a positive integer" + ("" if name in ("knn_k", "embedding_dim") else f"{extra} or None"))
+            raise _bad(name, v, "a positive integer"
+                       + ("" if name in ("knn_k", "embedding_dim") else f"{extra} or None"))
     if cfg.batch_size is not None and cfg.batch_size < 2:
         raise _bad("batch_size", cfg.batch_size, "at least 2 (a contrastive batch needs negatives)")
-    for name in ("budget", "lr", "temperature", "viewmaker_lr", "overlay_size", "overlay_opacity", "noise_volume"):
+    for name in ("budget", "lr", "temperature", "viewmaker_lr", "overlay_size", "overlay_opacity",
+                 "noise_volume"):
         v = getattr(cfg, name)
         if v is not None and not (_number(v) and v > 0):
             raise _bad(name, v, "a positive number")
@@ -162,7 +171,8 @@ def validate(cfg: Config) -> Config:
             where = f"for overlay={cfg.overlay!r}" if name in ("overlay_size", "budget") else ""
             raise _bad(name, v, f"a number in {'[' if closed else '('}{lo:g}, {hi:g}] {where}".rstrip())
     names = [n.strip() for n in cfg.noise_classes.split(",")] if isinstance(cfg.noise_classes, str) else None
-    if not names or not all(names) or len(set(names)) != len(names) or any("/" in n or "\\" in n for n in names):
+    if (not names or not all(names) or len(set(names)) != len(names)
+            or any("/" in n or "\\" in n for n in names)):
         raise _bad("noise_classes", cfg.noise_classes, "a comma-separated list of distinct WAV file stems "
                    "(no paths) in <data_dir>/noise/, e.g. 'babble,traffic,machinery'")
     for name in ("weight_decay", "ifm_alpha", "ce_weight"):
@@ -180,17 +190,21 @@ def _check_supervision(cfg: Config) -> None:
     """A supervised loss needs labels, labels need a supervised loss, and the labels must exist."""
     supervised = [n for n, o in OBJECTIVES.items() if o.supervised]  # the objective records say which
     if OBJECTIVES[cfg.loss].supervised and cfg.supervise is None:
-        raise ConfigError(f"config field 'loss' = {cfg.loss!r} is supervised and needs labels: set supervise to "
-                          f"'coarse', 'main' or 'alt' (or use a self-supervised loss: {', '.join(n for n in OBJECTIVES if n not in supervised)})")
+        raise ConfigError(f"config field 'loss' = {cfg.loss!r} is supervised and needs labels: set supervise "
+                          f"to 'coarse', 'main' or 'alt' (or use a self-supervised loss: "
+                          f"{', '.join(n for n in OBJECTIVES if n not in supervised)})")
     if cfg.supervise is not None and not OBJECTIVES[cfg.loss].supervised:
         raise ConfigError(f"config field 'supervise' = {cfg.supervise!r} needs a supervised loss, but loss = "
                           f"{cfg.loss!r}: set loss to one of {', '.join(supervised)}, or supervise=None")
     if cfg.supervise == "coarse" and cfg.overlay in AUDIO_OVERLAYS:
-        raise _bad("supervise", cfg.supervise, "main or alt for spoken digits (coarse labels exist for CIFAR-10 only)")
+        raise _bad("supervise", cfg.supervise,
+                   "main or alt for spoken digits (coarse labels exist for CIFAR-10 only)")
     if cfg.supervise == "alt" and cfg.overlay == "none":
-        raise _bad("supervise", cfg.supervise, "coarse or main with overlay='none' (it has no alternate label)")
+        raise _bad("supervise", cfg.supervise,
+                   "coarse or main with overlay='none' (it has no alternate label)")
     if cfg.ce_weight and cfg.loss not in ("supcon", "spread"):
-        raise _bad("ce_weight", cfg.ce_weight, "0 unless loss is supcon or spread (ae always has its CE head)")
+        raise _bad("ce_weight", cfg.ce_weight,
+                   "0 unless loss is supcon or spread (ae always has its CE head)")
 
 
 def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:

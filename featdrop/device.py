@@ -29,7 +29,8 @@ def resolve(name: str = "auto", field: str = "device") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"{field} = {name!r} is invalid: CUDA is not available here; allowed auto or cpu")
+            raise ConfigError(f"{field} = {name!r} is invalid: CUDA is not available here; "
+                              f"allowed auto or cpu")
         index = int(name[5:] or 0)
         if index >= torch.cuda.device_count():
             raise ConfigError(f"{field} = {name!r} is invalid: there are {torch.cuda.device_count()} CUDA "

@@ -16,7 +16,8 @@ def check_field(name: str) -> None:
     """ConfigError unless ``name`` is a config field, suggesting the closest one."""
     if name not in config.field_names():
         close = difflib.get_close_matches(name, config.field_names(), n=1)
-        raise ConfigError(f"unknown config field {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        raise ConfigError(f"unknown config field {name!r}"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
                           + f"; known fields: {', '.join(config.field_names())}")
 
 
@@ -63,16 +64,17 @@ def parse_assignments(args: list[str], sweep: bool = True) -> tuple[dict[str, li
         name, eq, text = arg.partition("=")
         name = name.strip()
         if not eq or not name:
-            example = "overlay=shapes,digits (sweeps) or epochs=10 (fixes)" if sweep else "overlay=shapes epochs=10"
+            example = ("overlay=shapes,digits (sweeps) or epochs=10 (fixes)" if sweep
+                       else "overlay=shapes epochs=10")
             raise ConfigError(f"{arg!r} is not FIELD=VALUE: e.g. {example}")
         check_field(name)
         if name in swept or name in fixed:
-            raise ConfigError(f"{name} is given twice; give it once" + (f", with all its values: {name}=V1,V2,..."
-                                                                        if sweep else ""))
+            raise ConfigError(f"{name} is given twice; give it once"
+                              + (f", with all its values: {name}=V1,V2,..." if sweep else ""))
         parts = text.split(",")
         if not text.strip() or any(not p.strip() for p in parts):
-            raise ConfigError(f"{arg!r}: empty value; give {name}=" + ("V1,V2,... with no empty entries" if sweep
-                                                                       else "VALUE"))
+            raise ConfigError(f"{arg!r}: empty value; give {name}="
+                              + ("V1,V2,... with no empty entries" if sweep else "VALUE"))
         if len(parts) > 1 and not sweep:
             raise ConfigError(f"{arg!r}: one run takes one value per field; sweep several with featdrop grid")
         values = [parse_value(name, p) for p in parts]

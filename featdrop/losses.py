@@ -74,7 +74,8 @@ def _cross_view(z1, z2, labels):
     return torch.cat([s, s.t()]), torch.cat([same, same])     # (2B, B) each
 
 
-def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+           temperature: float = 0.5) -> torch.Tensor:
     """L_SC(i) = mean_{p∈P(i)} [−σᵢₚ + log(e^{σᵢₚ} + Σ_{n∈N(i)} e^{σᵢₙ})], mean over 2B anchors."""
     cos, pos = _cross_view(z1, z2, labels)
     sim = cos / temperature                                   # σ, (2B, B)
@@ -102,7 +103,8 @@ def spread(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature
             + alpha * class_conditional_nce(z1, z2, labels, temperature))
 
 
-def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                           smoothing: float = 0.1) -> torch.Tensor:
     """Cross-entropy against (1 − ε)·one-hot + ε/K, mean over the batch (ε = 0.1 in Thanos)."""
     return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
 
@@ -132,10 +134,12 @@ OBJECTIVES: dict[str, Objective] = {
     "simclr": Objective(lambda z1, z2, y, hp: nt_xent(z1, z2, hp.temperature)),
     "reference": Objective(lambda z1, z2, y, hp: reference_simclr(z1, z2, hp.temperature)),
     "ifm": Objective(lambda z1, z2, y, hp: ifm(z1, z2, hp.temperature, hp.ifm_epsilon, hp.ifm_alpha)),
-    "supcon": Objective(lambda z1, z2, y, hp: supcon(z1, z2, y, hp.temperature), supervised=True, temperature=0.5),
+    "supcon": Objective(lambda z1, z2, y, hp: supcon(z1, z2, y, hp.temperature),
+                        supervised=True, temperature=0.5),
     "spread": Objective(lambda z1, z2, y, hp: spread(z1, z2, y, hp.temperature, hp.spread_alpha),
                         supervised=True, temperature=0.5),
-    "ae": Objective(None, supervised=True, ce_head=True, decoder=True),  # CE head + reconstruction, no contrast
+    # CE head + reconstruction, no contrast
+    "ae": Objective(None, supervised=True, ce_head=True, decoder=True),
 }
 
 

@@ -68,7 +68,8 @@ def example_inputs(cfg: Config, n: int = 16):
 
 
 def loss_curves(cfg: Config):
-    return _save(plots.loss_curves(rundir.read_history(Path(cfg.out_dir) / "history.jsonl")), cfg, "loss_curves")
+    return _save(plots.loss_curves(rundir.read_history(Path(cfg.out_dir) / "history.jsonl")), cfg,
+                 "loss_curves")
 
 
 def view_grid(cfg: Config, n: int = 4, k: int = 3, seed: int = 0):
@@ -82,7 +83,8 @@ def view_grid(cfg: Config, n: int = 4, k: int = 3, seed: int = 0):
 
 def probe_bars(cfg: Config, metrics: dict):
     objective = cfg.loss + (f", supervised on {cfg.supervise}" if cfg.supervise else "")
-    return _save(plots.probe_bars(metrics, f"{cfg.overlay} / {cfg.views} / {objective} ({cfg.preset})"), cfg, "probes")
+    return _save(plots.probe_bars(metrics, f"{cfg.overlay} / {cfg.views} / {objective} ({cfg.preset})"), cfg,
+                 "probes")
 
 
 def metrics_table(metrics: dict):
@@ -91,8 +93,8 @@ def metrics_table(metrics: dict):
     rows = [(k, metrics[f"probe_{k}"], metrics.get(f"knn_{k}"), metrics[f"chance_{k}"])
             for k in ("main", "alt", "coarse") if f"probe_{k}" in metrics]
     df = pd.DataFrame(rows, columns=["label", "linear probe", "kNN", "chance"]).set_index("label")
-    print(f"device {metrics['device']}, pretraining {metrics['train_s']:.0f} s, probes {metrics['probe_s']:.0f} s, "
-          f"wall {metrics['wall_s']:.0f} s")
+    print(f"device {metrics['device']}, pretraining {metrics['train_s']:.0f} s, "
+          f"probes {metrics['probe_s']:.0f} s, wall {metrics['wall_s']:.0f} s")
     return df.round(3)
 
 

@@ -106,7 +106,8 @@ def reference_probe(encoder, train_inputs, n_train: int, train_y, test_inputs, n
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.6 * epochs), int(0.8 * epochs)], 0.1)
     encoder.eval()
     for _ in range(epochs):
-        perm = torch.randperm(n_train, generator=generator, device=generator.device if generator else "cpu").to(device)
+        perm = torch.randperm(n_train, generator=generator,
+                              device=generator.device if generator else "cpu").to(device)
         for i in range(0, n_train, batch):
             idx = perm[i:i + batch]
             with torch.no_grad():

@@ -97,7 +97,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 
 def all_finite(d: dict) -> bool:
-    return all(math.isfinite(v) for v in d.values() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return all(math.isfinite(v) for v in d.values()
+               if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 # ---------------------------------------------------------------------------- the lock
@@ -154,7 +155,8 @@ def _try_flock(fd: int, kind: int, out_dir: Path) -> bool:
     except OSError as e:
         if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
             raise RunLockedError(f"cannot lock {out_dir}: this file system does not support flock ({e}); "
-                                 f"use an out_dir on a local disk or a file system mounted with flock support") from e
+                                 f"use an out_dir on a local disk or a file system mounted with flock "
+                                 f"support") from e
         raise
 
 
@@ -221,7 +223,8 @@ def acquire(out_dir: str | os.PathLike, retry_s: float = 0.2) -> RunLock:
                     f"{out_dir} is in use by another run: {describe(info)}"
                     + (f", command: {info['command']}" if info.get("command") else "") + ".\n"
                     f"Wait for it to finish, or use another out_dir. To check the process: "
-                    f"`ps -o pid,etime,args -p {info.get('pid', '<pid>')}` on {info.get('host', 'its host')}; "
+                    f"`ps -o pid,etime,args -p {info.get('pid', '<pid>')}` on "
+                    f"{info.get('host', 'its host')}; "
                     f"a finished or killed run releases the lock by itself.")
             time.sleep(0.02)
         previous = _read(fd)

@@ -38,4 +38,5 @@ def data_dir():
 def untimed(history):
     """History rows without their wall-clock fields (epoch_s, images_per_s, monitor_s, health_s, wall_s_total,
     ...): what a resumed run must reproduce bit for bit."""
-    return [{k: v for k, v in row.items() if not (k.endswith("_s") or k.startswith("wall_"))} for row in history]
+    return [{k: v for k, v in row.items() if not (k.endswith("_s") or k.startswith("wall_"))}
+            for row in history]

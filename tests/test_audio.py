@@ -78,7 +78,8 @@ def test_loader_resamples_pads_crops_and_splits_by_speaker(tmp_path, monkeypatch
     write_wav(folder / "52_flat" / "9_52_0.wav", tone(9, 0.4, 48000, 3), 48000)
     clips = audio.load_clips(tmp_path, "audiomnist")
     assert clips["head"].shape == (4, LENGTH) and clips["digits"].tolist() == [3, 8, 5, 9]
-    tr, te = audio.split_indices(clips, "audiomnist", "train"), audio.split_indices(clips, "audiomnist", "test")
+    tr, te = (audio.split_indices(clips, "audiomnist", "train"),
+              audio.split_indices(clips, "audiomnist", "test"))
     spk = lambda idx: {clips["speakers"][i] for i in clips["speaker"][idx].tolist()}
     assert spk(tr) == {"01"} and spk(te) == {"26", "52"} and not spk(tr) & spk(te)
     # resampling 48 → 16 kHz and zero-padding, against torchaudio directly (int16 storage: 1/32768 steps)
@@ -127,7 +128,8 @@ def test_noise_is_peak_normalised_and_added_as_the_chosen_segment(tiny_dir):
     assert all(len(r) == 2 * RATE for r in noise)          # 2 s at 8 kHz → 16 kHz
     d = load(tiny_dir, subset=None)
     s = d.train.draw(0)
-    assert torch.equal(s.alt_labels, s.noise_classes) and torch.bincount(s.alt_labels).tolist() == [47, 47, 46]
+    assert (torch.equal(s.alt_labels, s.noise_classes)
+            and torch.bincount(s.alt_labels).tolist() == [47, 47, 46])
     added = s.images - s.base
     for i in range(0, len(s), 17):
         c, o = int(s.noise_classes[i]), int(s.noise_offsets[i])
@@ -174,7 +176,8 @@ def test_spectral_masks_per_sample_zero_in_power_width_at_most_39():
         widths = band.sum(1)
         assert widths.max() <= 39 and widths.min() == 0 and len(set(widths.tolist())) > 20
         # each band is contiguous: one rising edge at most
-        assert (band.int().diff(dim=1) == 1).sum(1).max() <= 1 and (band.int().diff(dim=1) == -1).sum(1).max() <= 1
+        assert ((band.int().diff(dim=1) == 1).sum(1).max() <= 1
+                and (band.int().diff(dim=1) == -1).sum(1).max() <= 1)
         starts = band.int().argmax(1)[widths > 0]
         assert len(set(starts.tolist())) > 20                 # different samples, different positions
     hit = freq[:, None, :, None] | time[:, None, None, :]
@@ -250,8 +253,8 @@ TINY = dict(overlay="noise", preset="quick", epochs=1, subset=64, test_subset=32
 
 
 def test_tiny_pretraining_run_writes_finite_metrics(tiny_dir, tmp_path):
-    m = train.pretrain(views="expert", audio_views="waveform", data_dir=str(tiny_dir), out_dir=str(tmp_path / "run"),
-                       **TINY)
+    m = train.pretrain(views="expert", audio_views="waveform", data_dir=str(tiny_dir),
+                       out_dir=str(tmp_path / "run"), **TINY)
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
         assert math.isfinite(m[key]) and (key == "final_loss" or 0 <= m[key] <= 1)
     assert m["overlay"] == "noise" and abs(m["chance_alt"] - 11 / 32) < 1e-6

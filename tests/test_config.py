@@ -30,13 +30,14 @@ def test_presets_resolve_by_device():
     gpu = config.resolve(config.make(), cuda_available=True)
     assert cpu.preset == "quick" and cpu.encoder == "convnet" and cpu.device == "cpu"
     assert gpu.preset == "paper" and gpu.encoder == "resnet18" and gpu.epochs == 200 and gpu.batch_size == 256
-    assert gpu.lr == 0.03 and gpu.temperature == 0.07 and gpu.viewmaker_lr == 1e-3 and gpu.weight_decay == 1e-4
+    assert (gpu.lr == 0.03 and gpu.temperature == 0.07 and gpu.viewmaker_lr == 1e-3
+            and gpu.weight_decay == 1e-4)
     explicit = config.resolve(config.make(epochs=3, preset="paper"), cuda_available=False)
     assert explicit.epochs == 3 and explicit.encoder == "resnet18"
 
 
-@pytest.mark.parametrize("overlay,budget", [("shapes", 0.05), ("digits", 0.05), ("none", 0.05), ("letters", 0.1),
-                                            ("noise", 0.125)])
+@pytest.mark.parametrize("overlay,budget", [("shapes", 0.05), ("digits", 0.05), ("none", 0.05),
+                                            ("letters", 0.1), ("noise", 0.125)])
 def test_default_budget_per_overlay(overlay, budget):
     assert config.resolve(config.make(overlay=overlay), cuda_available=False).budget == budget
 

@@ -24,12 +24,15 @@ def smooth_images(n: int, seed: int = 0, device="cuda") -> torch.Tensor:
     """(n, 3, 32, 32) uint8 images that crops and colour jitter do not erase: random 4×4 colour fields
     upsampled bilinearly, so two views of one image still resemble each other more than other images."""
     coarse = torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
-    return (F.interpolate(coarse, size=32, mode="bilinear", align_corners=False) * 255).round().to(torch.uint8).to(device)
+    return (F.interpolate(coarse, size=32, mode="bilinear",
+                          align_corners=False) * 255).round().to(torch.uint8).to(device)
 
 
 def synthetic_trainer(out_dir, device="cuda", **fields) -> train.Trainer:
-    """The paper preset's Trainer (ResNet-18, batch 256, lr 0.03, τ 0.07) on no loaded data: steps take raw batches."""
-    cfg = config.make(**{"preset": "paper", "device": device, "out_dir": str(out_dir), "progress": False, **fields})
+    """The paper preset's Trainer (ResNet-18, batch 256, lr 0.03, τ 0.07) on no loaded data: steps take raw
+    batches."""
+    cfg = config.make(**{"preset": "paper", "device": device, "out_dir": str(out_dir), "progress": False,
+                         **fields})
     return train.Trainer(cfg, data=Data(image_modality(), None, None, 10, 1))
 
 
@@ -54,7 +57,8 @@ def test_a_few_bf16_steps_on_one_batch_lower_the_loss(tmp_path):
 
 @pytest.mark.parametrize("views", ["expert", "viewmaker"])
 def test_fifty_bf16_steps_stay_finite(tmp_path, views):
-    """50 paper-preset steps (batch 256, bf16), fresh batches from a pool: losses, views and weights stay finite."""
+    """50 paper-preset steps (batch 256, bf16), fresh batches from a pool: losses, views and weights stay
+    finite."""
     t = synthetic_trainer(tmp_path, views=views)
     pool = smooth_images(2048, seed=1)
     g = torch.Generator(device=t.device).manual_seed(0)
@@ -78,7 +82,8 @@ def test_resumed_cuda_run_is_close_to_an_uninterrupted_one(tmp_path, data_dir, v
     full = train.pretrain(out_dir=str(tmp_path / "full"), **kw)
     assert train.pretrain(out_dir=str(tmp_path / "part"), stop_after=1, **kw) == {"stopped_at_epoch": 1}
     resumed = train.pretrain(out_dir=str(tmp_path / "part"), **kw)
-    assert resumed["resumed"] is True and resumed["device"].startswith("cuda") and full["device"].startswith("cuda")
+    assert (resumed["resumed"] is True and resumed["device"].startswith("cuda")
+            and full["device"].startswith("cuda"))
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt"):
         assert abs(resumed[key] - full[key]) <= 0.05, (key, resumed[key], full[key])
     assert resumed["final_loss"] == pytest.approx(full["final_loss"], rel=0.05)
@@ -93,8 +98,8 @@ def test_resumed_cuda_run_is_close_to_an_uninterrupted_one(tmp_path, data_dir, v
 @pytest.mark.parametrize("views", ["expert", "viewmaker"])
 def test_short_paper_preset_run_writes_its_metrics(tmp_path, data_dir, views):
     run = tmp_path / "run"
-    m = train.pretrain(preset="paper", device="cuda", overlay="shapes", views=views, subset=512, test_subset=256,
-                       epochs=1, progress=False, data_dir=data_dir, out_dir=str(run))
+    m = train.pretrain(preset="paper", device="cuda", overlay="shapes", views=views, subset=512,
+                       test_subset=256, epochs=1, progress=False, data_dir=data_dir, out_dir=str(run))
     saved = rundir.read_json(run / "metrics.json")
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt"):
         assert 0 <= saved[key] <= 1 and saved[key] == pytest.approx(m[key])

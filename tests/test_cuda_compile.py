@@ -36,5 +36,6 @@ def test_compiled_viewmaker_step_matches_eager_and_has_no_graph_breaks(tmp_path)
     assert torch.isfinite(out["loss"]) and torch.isfinite(out["viewmaker_loss"])
     vm = copy.deepcopy(eager.viewmaker)
     x = raw.float() / 255
-    explained = torch._dynamo.explain(vm)(x, noise=vm.draw_noise(x, torch.Generator(device="cuda").manual_seed(0)))
+    explained = torch._dynamo.explain(vm)(
+        x, noise=vm.draw_noise(x, torch.Generator(device="cuda").manual_seed(0)))
     assert explained.graph_break_count == 0

@@ -84,7 +84,8 @@ def test_mnist_only_test_split_gives_disjoint_pools_and_warns(tmp_path, monkeypa
 
 def damage(path, how):
     blob = path.read_bytes()
-    path.write_bytes({"truncated": blob[:len(blob) // 2], "empty": b"", "not torch": b"not a torch file\n" * 8}[how])
+    path.write_bytes({"truncated": blob[:len(blob) // 2], "empty": b"",
+                      "not torch": b"not a torch file\n" * 8}[how])
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty", "not torch"])
@@ -98,7 +99,8 @@ def test_damaged_image_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monke
     assert str(cache) in str(record[0].message)
     assert torch.equal(x, x2) and torch.equal(y, y2)
     # the rebuilt cache is whole again: a third load reads it, silently, without decoding
-    monkeypatch.setattr(data, "_decode_cifar10", lambda *a: pytest.fail("decoded again despite the rebuilt cache"))
+    monkeypatch.setattr(data, "_decode_cifar10",
+                        lambda *a: pytest.fail("decoded again despite the rebuilt cache"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         x3, _ = data.load_cifar10(tmp_path, "train", download=False)
@@ -114,15 +116,18 @@ def test_damaged_audio_cache_is_rebuilt_with_a_warning_naming_it(tmp_path, monke
     rec.mkdir(parents=True)
     t = np.arange(2400) / 8000
     for digit, speaker in ((1, "alice"), (2, "theo")):
-        wavfile.write(rec / f"{digit}_{speaker}_0.wav", 8000, (8000 * np.sin(2 * np.pi * 300 * digit * t)).astype(np.int16))
+        wavfile.write(rec / f"{digit}_{speaker}_0.wav", 8000,
+                      (8000 * np.sin(2 * np.pi * 300 * digit * t)).astype(np.int16))
     clips = audio.load_clips(tmp_path, "fsdd")
     cache = next((tmp_path / "featdrop_cache").glob("fsdd_*.pt"))
     damage(cache, "truncated")
     with pytest.warns(UserWarning, match="rebuilding") as record:
         again = audio.load_clips(tmp_path, "fsdd")
     assert str(cache) in str(record[0].message)
-    assert torch.equal(again["head"], clips["head"]) and again["speakers"] == clips["speakers"] == ["alice", "theo"]
-    monkeypatch.setattr(audio, "decode_folder", lambda f: pytest.fail("decoded again despite the rebuilt cache"))
+    assert (torch.equal(again["head"], clips["head"])
+            and again["speakers"] == clips["speakers"] == ["alice", "theo"])
+    monkeypatch.setattr(audio, "decode_folder",
+                        lambda f: pytest.fail("decoded again despite the rebuilt cache"))
     assert torch.equal(audio.load_clips(tmp_path, "fsdd")["head"], clips["head"])
 
 
@@ -162,7 +167,8 @@ def test_offline_cifar10_copy(data_dir):
     xt, yt = data.load_cifar10(data_dir, "test")
     assert x.shape == (50000, 3, 32, 32) and xt.shape == (10000, 3, 32, 32)
     assert torch.bincount(y).tolist() == [5000] * 10 and torch.bincount(yt).tolist() == [1000] * 10
-    # real photos: per-channel means match CIFAR-10's published (0.491, 0.482, 0.446) (JPEG shifts them slightly)
+    # real photos: per-channel means match CIFAR-10's published (0.491, 0.482, 0.446)
+    # (JPEG shifts them slightly)
     means = x.float().mean(dim=(0, 2, 3)) / 255
     assert torch.allclose(means, torch.tensor([0.491, 0.482, 0.446]), atol=0.01), means
 

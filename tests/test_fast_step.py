@@ -25,7 +25,8 @@ def synthetic_trainer(tmp_path, **kw):
 
 
 def raw_batch(n=16, seed=0):
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("loss", ["reference", "simclr", "ifm"])
@@ -48,7 +49,8 @@ def test_one_2b_viewmaker_call_equals_two_calls_with_the_same_noise():
     torch.manual_seed(0)
     vm = Viewmaker(3, 0.05, width=8)
     x = torch.rand(6, 3, 32, 32)
-    n1, n2 = vm.draw_noise(x, torch.Generator().manual_seed(1)), vm.draw_noise(x, torch.Generator().manual_seed(2))
+    n1, n2 = (vm.draw_noise(x, torch.Generator().manual_seed(1)),
+              vm.draw_noise(x, torch.Generator().manual_seed(2)))
     both = vm(torch.cat([x, x]), noise=[torch.cat([a, b]) for a, b in zip(n1, n2)])
     v1, v2 = both.chunk(2)
     assert torch.allclose(v1, vm(x, noise=n1), atol=1e-5) and torch.allclose(v2, vm(x, noise=n2), atol=1e-5)
@@ -66,7 +68,8 @@ def test_trainer_views_of_a_viewmaker_run_differ_and_keep_the_budget(tmp_path):
     base = trainer.data.modality.to_encoder(raw.float() / 255)
     std = torch.tensor((0.247, 0.243, 0.261))[:, None, None]
     for v in (v1, v2):  # back to pixel units: mean |δ| = ε per example
-        assert torch.allclose(((v - base) * std).abs().mean(dim=(1, 2, 3)), torch.full((16,), 0.05), rtol=5e-3)
+        assert torch.allclose(((v - base) * std).abs().mean(dim=(1, 2, 3)), torch.full((16,), 0.05),
+                              rtol=5e-3)
     assert not torch.allclose(v1, v2)
 
 
@@ -117,7 +120,8 @@ def test_an_epoch_reads_the_device_once_however_many_steps(tmp_path, monkeypatch
         monkeypatch.setattr(torch.Tensor, name, counted)
     steps_before = reads[0]
     row = trainer.train_epoch(0)                      # 80 // 16 = 5 steps
-    means = [k for k in row if k not in ("epoch", "lr", "epoch_s", "images_per_s", "viewmaker_lr", "monitor_s")]
+    means = [k for k in row if k not in ("epoch", "lr", "epoch_s", "images_per_s", "viewmaker_lr",
+                                         "monitor_s")]
     loop_reads = reads[0] - steps_before - len(means)
     monkeypatch.undo()
     assert loop_reads == 1, loop_reads  # int(first_bad) only; the per-key means are read after the loop

@@ -18,8 +18,8 @@ from featdrop.lab import launch, plan
 
 TINY = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=2,
             encoder="convnet", viewmaker_width=8, device="cpu")
-HOLD = "import sys, time; from featdrop import rundir; rundir.acquire(sys.argv[1]); print('held', flush=True); " \
-       "time.sleep(300)"
+HOLD = "import sys, time; from featdrop import rundir; rundir.acquire(sys.argv[1]); " \
+       "print('held', flush=True); time.sleep(300)"
 
 
 # ---------------------------------------------------------------------------- input
@@ -37,16 +37,16 @@ def test_values_are_parsed_by_the_fields_type():
 
 
 def test_a_comma_list_sweeps_a_single_value_fixes_and_names_follow_the_command_line():
-    sweep, fixed = fields.parse_assignments(["overlay=shapes,none", "views=expert", "seed=0,1", "preset=quick",
-                                           "epochs=2"])
+    sweep, fixed = fields.parse_assignments(["overlay=shapes,none", "views=expert", "seed=0,1",
+                                             "preset=quick", "epochs=2"])
     assert sweep == {"overlay": ["shapes", "none"], "seed": [0, 1]}
     assert fixed == {"views": "expert", "preset": "quick", "epochs": 2}
     cells = plan.plan("g", sweep, fixed)
-    assert [c.name for c in cells] == ["overlay-shapes__seed-0", "overlay-shapes__seed-1", "overlay-none__seed-0",
-                                       "overlay-none__seed-1"]
+    assert [c.name for c in cells] == ["overlay-shapes__seed-0", "overlay-shapes__seed-1",
+                                       "overlay-none__seed-0", "overlay-none__seed-1"]
     c = cells[2]
-    assert c.params == {"views": "expert", "preset": "quick", "epochs": 2, "progress": False, "overlay": "none",
-                        "seed": 0, "out_dir": os.path.join("g", "overlay-none__seed-0")}
+    assert c.params == {"views": "expert", "preset": "quick", "epochs": 2, "progress": False,
+                        "overlay": "none", "seed": 0, "out_dir": os.path.join("g", "overlay-none__seed-0")}
     assert c.epochs == 2
 
 
@@ -79,8 +79,8 @@ def test_bad_grid_input_fails_before_any_work_naming_field_value_and_what_is_all
 
 
 def test_shards_are_disjoint_and_cover_the_grid():
-    cells = plan.plan("g", {"overlay": ["shapes", "digits", "letters", "none"], "views": ["expert", "viewmaker"],
-                            "seed": [0, 1, 2]})
+    cells = plan.plan("g", {"overlay": ["shapes", "digits", "letters", "none"],
+                            "views": ["expert", "viewmaker"], "seed": [0, 1, 2]})
     names = [c.name for c in cells]
     assert len(set(names)) == 24
     for n in (1, 2, 5, 24, 30):
@@ -117,7 +117,8 @@ def launched(tmp_path_factory):
     # seed-1: one epoch of two, then "killed"
     assert train.pretrain(**cells["seed-1"].params, stop_after=1) == {"stopped_at_epoch": 1}
     # seed-2: the lock file of a process that died while holding it
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
     dead_pid = int(dead.stdout)
     cells["seed-2"].dir.mkdir()
     (cells["seed-2"].dir / ".lock").write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname(),
@@ -131,8 +132,9 @@ def launched(tmp_path_factory):
     (cells["seed-4"].dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     args = [f"{k}={v}" for k, v in fixed.items()]
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "featdrop", "grid", "--runs-dir", str(runs_dir), "--workers", "2",
-                          "seed=0,1,2,3,4", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "featdrop", "grid", "--runs-dir", str(runs_dir),
+                          "--workers", "2", "seed=0,1,2,3,4", *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
     yield dict(cells=cells, out=out, text=out.stdout + out.stderr, dead_pid=dead_pid, holder=holder,
                fixed=fixed, runs_dir=runs_dir, wall=time.perf_counter() - t)
     holder.kill()
@@ -178,8 +180,8 @@ def test_failing_cell_records_its_error_does_not_stop_the_others_and_sets_the_ex
     assert "± " in launched["out"].stdout  # the summary over the finished seeds
 
 
-def test_worker_records_a_failure_in_error_txt_clears_it_on_success_and_leaves_held_cells_alone(tmp_path,
-                                                                                                   monkeypatch):
+def test_worker_records_a_failure_in_error_txt_clears_it_on_success_and_leaves_held_cells_alone(
+        tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep this process's threads
@@ -194,7 +196,8 @@ def test_worker_records_a_failure_in_error_txt_clears_it_on_success_and_leaves_h
     assert "NonFiniteLossError: the loss became non-finite" in (out / "error.txt").read_text()
     monkeypatch.setattr(launch, "pretrain", lambda **kw: {"probe_main": 0.5})
     assert launch.run_cell(params, threads=1) == 0 and not (out / "error.txt").exists()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
     try:
         assert holder.stdout.readline().strip() == "held"
         monkeypatch.setattr(launch, "pretrain", diverge)

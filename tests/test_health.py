@@ -81,7 +81,8 @@ def test_knn_monitor_samples_class_ordered_data_at_random(monkeypatch, tmp_path)
     train_split, test_split = sorted_split(1000), sorted_split(500)
     data = Data(image_modality(), type("T", (), {"draw": lambda self, d: train_split})(),
                          test_split, 10, 3)
-    cfg = config.make(overlay="shapes", preset="quick", device="cpu", batch_size=64, knn_k=20, out_dir=str(tmp_path))
+    cfg = config.make(overlay="shapes", preset="quick", device="cpu", batch_size=64, knn_k=20,
+                      out_dir=str(tmp_path))
     trainer = train.Trainer(cfg, data=data)
     itr, ite = (health.monitor_indices(1000, 100, 0, 1), health.monitor_indices(500, 50, 0, 2))
     assert len(set(train_split.labels[itr].tolist())) == 10 and len(set(test_split.labels[ite].tolist())) >= 8

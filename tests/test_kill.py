@@ -39,7 +39,8 @@ def wait_for_epochs(history_path, n, proc, log, timeout):
         if len(rows) >= n:
             return rows
         if proc.poll() is not None:
-            pytest.fail(f"the run exited with code {proc.returncode} before epoch {n} finished:\n{log.read_text()}")
+            pytest.fail(f"the run exited with code {proc.returncode} before epoch {n} finished:\n"
+                        f"{log.read_text()}")
         time.sleep(0.05)
     pytest.fail(f"epoch {n} did not finish within {timeout} s:\n{log.read_text()}")
 
@@ -52,7 +53,8 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_path, dat
     run, log = tmp_path / "killed", tmp_path / "killed.log"
     killed = dict(fields, out_dir=str(run))
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(killed), str(torch.get_num_threads())],
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(killed),
+                                 str(torch.get_num_threads())],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         first = wait_for_epochs(run / "history.jsonl", 1, proc, log, FIRST_EPOCH_TIMEOUT)

@@ -62,7 +62,8 @@ def test_reference_variant_differs_from_nt_xent(z):
 
 
 def test_ifm_eps_zero_is_plain_simclr(z):
-    assert losses.ifm(*z, 0.2, epsilon=0.0, alpha=1.0).item() == pytest.approx(losses.nt_xent(*z, 0.2).item(), rel=1e-6)
+    assert (losses.ifm(*z, 0.2, epsilon=0.0, alpha=1.0).item()
+            == pytest.approx(losses.nt_xent(*z, 0.2).item(), rel=1e-6))
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])

@@ -91,8 +91,8 @@ def figures_in(executed):
 @pytest.mark.parametrize("views", ["expert", "viewmaker"])
 def test_pretrain_notebook_runs_and_writes_its_files(tmp_path, data_dir, views):
     run = tmp_path / "run"
-    executed = execute("pretrain", tmp_path, overlay="shapes", views=views, viewmaker_width=8, data_dir=data_dir,
-                       out_dir=str(run), **TINY)
+    executed = execute("pretrain", tmp_path, overlay="shapes", views=views, viewmaker_width=8,
+                       data_dir=data_dir, out_dir=str(run), **TINY)
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "wall_s"):
         assert math.isfinite(metrics[key])
@@ -110,7 +110,8 @@ def test_views_notebook_renders_statically_from_a_run(tmp_path, data_dir):
     from featdrop import train
 
     run = tmp_path / "run"
-    train.pretrain(overlay="shapes", views="viewmaker", viewmaker_width=8, data_dir=data_dir, out_dir=str(run), **TINY)
+    train.pretrain(overlay="shapes", views="viewmaker", viewmaker_width=8, data_dir=data_dir,
+                   out_dir=str(run), **TINY)
     executed = execute("views", tmp_path, run_dir=str(run), n_views=3, runs_root=str(tmp_path))
     assert (run / "figures" / "explorer.png").stat().st_size > 5000
     assert figures_in(executed) >= 1
@@ -127,7 +128,8 @@ def test_report_notebook_launches_missing_runs_and_tabulates(tmp_path, data_dir)
                        test_subset=128, batch_size=64)
     for seed in (0, 1):  # one grid cell per seed, named by the swept fields
         run = runs_dir / f"overlay-shapes__views-expert__seed-{seed}"
-        assert (run / "metrics.json").exists() and (run / "grid.log").exists() and not (run / "error.txt").exists()
+        assert ((run / "metrics.json").exists() and (run / "grid.log").exists()
+                and not (run / "error.txt").exists())
     assert (runs_dir / "figures" / "comparison_probe.png").exists()
     assert "± " in json.dumps(executed, ensure_ascii=False)  # mean ± sd over the two seeds
 

@@ -8,7 +8,8 @@ from featdrop.data import overlays
 
 
 def photos(n, seed=0):
-    return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.uint8)
 
 
 def gen(seed=1):
@@ -73,7 +74,8 @@ def test_digits_four_copies_at_reference_corners():
     labels2, chosen = overlays.sample_digits(16, gen(), dlab)
     assert torch.equal(labels, labels2) and torch.equal(dlab[chosen], labels)
     for i in range(16):
-        small = np.asarray(Image.fromarray(digits[chosen[i]].numpy()).resize((10, 10), Image.BICUBIC)).astype(int)
+        small = np.asarray(Image.fromarray(digits[chosen[i]].numpy())
+                           .resize((10, 10), Image.BICUBIC)).astype(int)
         expected = x[i].numpy().astype(int).copy()
         for y0 in (4, 16):
             for x0 in (4, 16):

@@ -44,6 +44,6 @@ class Identity(nn.Module):
 
 def test_reference_probe_protocol_learns_separable_data():
     x, y = clusters(512, 3, 8, 3.0, 6)
-    acc = probe.reference_probe(Identity(), lambda idx: x[idx], 512, y, lambda sl: x[sl], 512, y, 3, epochs=10,
-                                batch=64, lr=0.05, generator=torch.Generator().manual_seed(0))
+    acc = probe.reference_probe(Identity(), lambda idx: x[idx], 512, y, lambda sl: x[sl], 512, y, 3,
+                                epochs=10, batch=64, lr=0.05, generator=torch.Generator().manual_seed(0))
     assert acc > 0.95

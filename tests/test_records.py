@@ -32,7 +32,8 @@ def test_config_validation_and_defaults_read_the_record(four_shapes):
     config.make(overlay="shapes", overlay_size=1.25)  # the record's bound is allowed
     with pytest.raises(ConfigError, match=r"'overlay_size' = 1.3 .*1.25\]"):
         config.make(overlay="shapes", overlay_size=1.3)
-    assert config.resolve(config.make(overlay="letters"), cuda_available=False).budget == 0.1  # its own record
+    # its own record
+    assert config.resolve(config.make(overlay="letters"), cuda_available=False).budget == 0.1
 
 
 def test_the_gallery_titles_read_the_record(four_shapes):

@@ -10,8 +10,8 @@ from featdrop import cli, rundir, train
 from featdrop.errors import ConfigError
 from featdrop.probing import reprobe
 
-TINY = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=1, encoder="convnet",
-            viewmaker_width=8, knn_k=20, progress=False, device="cpu")
+TINY = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=1,
+            encoder="convnet", viewmaker_width=8, knn_k=20, progress=False, device="cpu")
 CONVNET_WIDTH = 256  # the ConvNet's pooled features
 
 
@@ -39,11 +39,14 @@ def test_fast_reprobe_from_the_command_line_reproduces_metrics_json_exactly(runs
     a, b = runs_["expert"], runs_["viewmaker"]
     assert reprobe.main([str(a), str(b), "--probe", "fast", "--device", "cpu"]) == 0
     for run in (a, b):
-        saved, written = rundir.read_json(run / "metrics.json"), rundir.read_json(run / "probes" / "fast.json")
+        saved, written = (rundir.read_json(run / "metrics.json"),
+                          rundir.read_json(run / "probes" / "fast.json"))
         keys = [k for k in saved if k.startswith(("probe_", "knn_", "chance_")) and k != "probe_s"]
-        assert {"probe_main", "probe_alt", "probe_coarse", "chance_main", "chance_alt", "chance_coarse"} <= set(keys)
+        assert {"probe_main", "probe_alt", "probe_coarse", "chance_main", "chance_alt",
+                "chance_coarse"} <= set(keys)
         assert {k: written[k] for k in keys} == {k: saved[k] for k in keys}  # bit for bit on a CPU
-        assert written["protocol"] == "fast" and written["probe_epochs"] is None and written["device"] == "cpu"
+        assert (written["protocol"] == "fast" and written["probe_epochs"] is None
+                and written["device"] == "cpu")
         assert written["run"] == str(run) and written["seed"] == 0 and "time" in written
     # the table: one row per run, probe accuracies and chance levels
     out = capsys.readouterr().out
@@ -77,7 +80,8 @@ def test_concat_width_is_the_sum_and_self_concat_keeps_accuracy(runs_, tmp_path)
     written = rundir.read_json(a / "probes" / "concat-fast.json")
     assert written["feature_dims"] == [CONVNET_WIDTH, CONVNET_WIDTH]
     assert [r["run"] for r in written["runs"]] == [str(a), str(b)] and written["views"] == "expert+viewmaker"
-    assert 0 <= written["probe_main"] <= 1 and written["chance_alt"] == rundir.read_json(a / "metrics.json")["chance_alt"]
+    assert (0 <= written["probe_main"] <= 1
+            and written["chance_alt"] == rundir.read_json(a / "metrics.json")["chance_alt"])
     # a run concatenated with itself: the same features twice, at least as separable
     single = rundir.read_json(a / "metrics.json")
     twice = reprobe.reprobe([a, a], concat=True, device="cpu", out=tmp_path / "twice.json").iloc[0]

@@ -64,7 +64,8 @@ def test_the_largest_overlay_sizes_still_fit_the_image():
     for name, kw in (("shapes", {}), ("digits", dict(digits=digits, digit_labels=torch.arange(10)))):
         size = records.OVERLAYS[name].size_max
         config.make(overlay=name, overlay_size=size)  # accepted
-        _, _, masks = overlays.apply(name, x, torch.Generator().manual_seed(0), size=size, with_masks=True, **kw)
+        _, _, masks = overlays.apply(name, x, torch.Generator().manual_seed(0), size=size, with_masks=True,
+                                     **kw)
         small = overlays.apply(name, x, torch.Generator().manual_seed(0), size=1.0, with_masks=True, **kw)[2]
         assert masks.sum() > small.sum()  # bigger, and drawn (a copy off the image would vanish or wrap)
     # digits: round(10·1.9) = 19 px copies; 20 px would start at row −1 of the top copies

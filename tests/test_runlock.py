@@ -10,8 +10,8 @@ from conftest import ROOT
 
 from featdrop import errors, rundir
 
-HOLD = "import sys, time; from featdrop import rundir; rundir.acquire(sys.argv[1]); print('held', flush=True); " \
-       "time.sleep(120)"
+HOLD = "import sys, time; from featdrop import rundir; rundir.acquire(sys.argv[1]); " \
+       "print('held', flush=True); time.sleep(120)"
 
 
 @pytest.fixture
@@ -20,7 +20,8 @@ def other_process():
     procs = []
 
     def start(out_dir):
-        p = subprocess.Popen([sys.executable, "-c", HOLD, str(out_dir)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        p = subprocess.Popen([sys.executable, "-c", HOLD, str(out_dir)], stdout=subprocess.PIPE, text=True,
+                             cwd=ROOT)
         procs.append(p)
         assert p.stdout.readline().strip() == "held"
         return p

@@ -47,7 +47,8 @@ def test_temperature_defaults_per_loss_family():
 @needs_cifar
 @pytest.mark.parametrize("loss,extra", [("spread", dict(ce_weight=0.5)), ("ae", {})])
 def test_supervised_runs_train_their_heads_and_probe_every_label(tmp_path, data_dir, loss, extra):
-    m = train.pretrain(**TINY, loss=loss, supervise="coarse", data_dir=data_dir, out_dir=str(tmp_path), **extra)
+    m = train.pretrain(**TINY, loss=loss, supervise="coarse", data_dir=data_dir, out_dir=str(tmp_path),
+                       **extra)
     for key in ("probe_main", "probe_alt", "probe_coarse"):
         assert 0 <= m[key] <= 1
     assert m["chance_coarse"] == pytest.approx(0.6, abs=0.1)  # 6 of 10 classes are animals

@@ -68,7 +68,8 @@ def test_supcon_matches_naive_loop(batch, tau):
 
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
 def test_class_conditional_nce_matches_naive_loop(batch, tau):
-    assert losses.class_conditional_nce(*batch, tau).item() == pytest.approx(naive_cnce(*batch, tau), rel=1e-5)
+    assert losses.class_conditional_nce(*batch, tau).item() == pytest.approx(naive_cnce(*batch, tau),
+                                                                             rel=1e-5)
 
 
 def test_default_temperature_is_thanos_half(batch):
@@ -76,21 +77,25 @@ def test_default_temperature_is_thanos_half(batch):
     assert losses.class_conditional_nce(*batch).item() == pytest.approx(naive_cnce(*batch, 0.5), rel=1e-5)
 
 
-@pytest.mark.parametrize("fn,naive", [(losses.supcon, naive_supcon), (losses.class_conditional_nce, naive_cnce)])
+@pytest.mark.parametrize("fn,naive", [(losses.supcon, naive_supcon),
+                                      (losses.class_conditional_nce, naive_cnce)])
 def test_bf16_inputs_are_computed_in_float32(batch, fn, naive):
     z1, z2, y = batch
     h1, h2 = z1.bfloat16(), z2.bfloat16()
     out = fn(h1, h2, y, 0.5)
     assert out.dtype == torch.float32
-    assert out.item() == pytest.approx(naive(h1.float(), h2.float(), y, 0.5), rel=1e-5)  # exact on rounded inputs
-    assert out.item() == pytest.approx(fn(z1, z2, y, 0.5).item(), rel=2e-2)              # and close to fp32
+    # exact on rounded inputs
+    assert out.item() == pytest.approx(naive(h1.float(), h2.float(), y, 0.5), rel=1e-5)
+    # and close to fp32
+    assert out.item() == pytest.approx(fn(z1, z2, y, 0.5).item(), rel=2e-2)
 
 
 def test_spread_interpolates_supcon_and_cnce(batch):
     sc, nce = losses.supcon(*batch, 0.3).item(), losses.class_conditional_nce(*batch, 0.3).item()
     assert losses.spread(*batch, 0.3, alpha=0.0).item() == pytest.approx(sc, rel=1e-6)
     assert losses.spread(*batch, 0.3, alpha=1.0).item() == pytest.approx(nce, rel=1e-6)
-    assert losses.spread(*batch, 0.3).item() == pytest.approx(0.5 * sc + 0.5 * nce, rel=1e-6)  # default α = 0.5
+    # default α = 0.5
+    assert losses.spread(*batch, 0.3).item() == pytest.approx(0.5 * sc + 0.5 * nce, rel=1e-6)
     assert abs(sc - nce) > 1e-2  # the two endpoints really differ
 
 
@@ -98,7 +103,8 @@ def test_spread_interpolates_supcon_and_cnce(batch):
 def test_distinct_labels_supcon_is_cross_view_infonce_and_cnce_is_zero(batch, tau):
     z1, z2, _ = batch
     y = torch.arange(len(z1))  # P(i) = {i′}: no other same-class item
-    assert losses.supcon(z1, z2, y, tau).item() == pytest.approx(naive_cross_view_infonce(z1, z2, tau), rel=1e-5)
+    assert losses.supcon(z1, z2, y, tau).item() == pytest.approx(naive_cross_view_infonce(z1, z2, tau),
+                                                                 rel=1e-5)
     assert losses.class_conditional_nce(z1, z2, y, tau).item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -128,8 +134,10 @@ def test_closed_forms_show_supcon_collapses_and_cnce_spreads():
     nce_collapsed, nce_spread = torch.log(k).mean().item(), torch.log1p((k - 1) * e).mean().item()
     assert losses.supcon(collapsed, collapsed, y, tau).item() == pytest.approx(sc_collapsed, rel=1e-5)
     assert losses.supcon(spread_out, spread_out, y, tau).item() == pytest.approx(sc_spread, rel=1e-5)
-    assert losses.class_conditional_nce(collapsed, collapsed, y, tau).item() == pytest.approx(nce_collapsed, rel=1e-5)
-    assert losses.class_conditional_nce(spread_out, spread_out, y, tau).item() == pytest.approx(nce_spread, rel=1e-5)
+    assert losses.class_conditional_nce(collapsed, collapsed, y, tau).item() == pytest.approx(nce_collapsed,
+                                                                                              rel=1e-5)
+    assert losses.class_conditional_nce(spread_out, spread_out, y, tau).item() == pytest.approx(nce_spread,
+                                                                                                rel=1e-5)
     assert sc_collapsed < sc_spread and nce_spread < nce_collapsed  # the class-collapse tension
 
 

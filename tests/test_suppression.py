@@ -1,4 +1,5 @@
-"""Suppression report: encoders built so that the answer is known, the encoder specs, the CLI, the notebook."""
+"""Suppression report: encoders built so that the answer is known, the encoder specs, the CLI, the
+notebook."""
 import json
 import math
 from pathlib import Path
@@ -13,7 +14,8 @@ from conftest import ROOT, needs_cifar
 from featdrop import cli, errors
 from featdrop.probing import suppression
 
-# The shapes overlay lives in the centred box [W/3, 2W/3]² (pixels 10.7 to 21.3); this box holds it with a margin.
+# The shapes overlay lives in the centred box [W/3, 2W/3]² (pixels 10.7 to 21.3); this box holds it with a
+# margin.
 BOX = slice(9, 24)
 SMALL = dict(overlays=("none", "shapes"), subset=500, test_subset=300, device="cpu")
 
@@ -74,7 +76,8 @@ def test_run_spec_reproduces_the_runs_own_probe_numbers_through_the_cli(tmp_path
     assert "256 train + 128 test (the run's own" in printed and "seed 0" in printed
     written = pd.read_csv(out / "suppression.csv").set_index("overlay")
     for key in ("probe_main", "probe_alt", "probe_coarse", "chance_main", "chance_alt"):
-        if key in metrics:  # the same data, the same batches of 1024, the same probe: equal up to the CSV's digits
+        # the same data, the same batches of 1024, the same probe: equal up to the CSV's digits
+        if key in metrics:
             assert written.loc["shapes", key] == pytest.approx(metrics[key], abs=1e-12), key
     assert (out / "suppression.png").stat().st_size > 5000
 
@@ -154,13 +157,15 @@ def test_notebook_runs_with_tiny_parameters_on_a_torchscript_file(tmp_path, data
     assert list(t.overlay) == ["none", "shapes"] and (t.feature_dim == 192).all() and (t.n_test == 100).all()
     assert (out / "suppression.png").stat().st_size > 5000
     cells = json.loads(executed.read_text())["cells"]
-    assert sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])) == 1  # shown once
+    # shown once
+    assert sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])) == 1
 
 
 @needs_cifar
 def test_reference_probe_trains_on_expert_views_of_a_foreign_encoder(data_dir):
-    t = suppression.report(PooledPixels(), overlays=("shapes",), subset=128, test_subset=64, probe="reference",
-                           probe_epochs=2, device="cpu", data_dir=data_dir).set_index("overlay")
+    t = suppression.report(PooledPixels(), overlays=("shapes",), subset=128, test_subset=64,
+                           probe="reference", probe_epochs=2, device="cpu",
+                           data_dir=data_dir).set_index("overlay")
     for label in ("main", "alt", "coarse"):
         assert 0 <= t.loc["shapes", f"probe_{label}"] <= 1
     assert math.isnan(t.loc["shapes", "suppression_main"])  # no "none" row to compare with

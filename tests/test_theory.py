@@ -40,7 +40,8 @@ def test_infonce_grad_matches_autograd():
     loss, grad = lm.infonce_grad(x1, x2, W.detach(), tau=0.3)
     z1 = torch.nn.functional.normalize(x1 @ W.transpose(1, 2), dim=-1)
     z2 = torch.nn.functional.normalize(x2 @ W.transpose(1, 2), dim=-1)
-    ref = torch.stack([torch.nn.functional.cross_entropy(z1[r] @ z2[r].T / 0.3, torch.arange(16)) for r in range(3)])
+    ref = torch.stack([torch.nn.functional.cross_entropy(z1[r] @ z2[r].T / 0.3, torch.arange(16))
+                       for r in range(3)])
     ref.sum().backward()
     torch.testing.assert_close(loss, ref.detach())
     torch.testing.assert_close(grad, W.grad)
@@ -85,7 +86,8 @@ def test_run_depends_only_on_its_own_p_and_seed():
                                  lm.Setting(d2=6, k=11, K=4, s=0.0)])
 @pytest.mark.parametrize("whiten", [False, True])
 def test_closed_form_p_star_matches_brute_force_eigendecomposition(cfg, whiten):
-    """p*_j from the block formula == the p where the full d×d eigen-decomposition's top-k gains its j-th v-direction."""
+    """p*_j from the block formula == the p where the full d×d eigen-decomposition's top-k gains its j-th
+    v-direction."""
     mu, nu, _ = lm.world(cfg, seed=7)
     closed = lm.critical_ps(cfg, mu, nu, whiten)
     count = lambda p: lm.v_count(lm.cross_view_matrix(cfg, mu, nu, p, whiten), cfg)

@@ -17,6 +17,8 @@ def test_theory_notebook_runs(tmp_path):
     values = [x for row in res["acc_A"] + res["acc_B"] for x in row]
     assert len(values) == 4 and all(0.0 <= x <= 1.0 for x in values)
     assert all(x == x for x in res["theory"]["acc_B"])  # finite, not NaN
-    assert (out / "figures" / "accuracy_vs_p.png").exists() and (out / "figures" / "weight_norms.png").exists()
+    assert ((out / "figures" / "accuracy_vs_p.png").exists()
+            and (out / "figures" / "weight_norms.png").exists())
     executed = json.loads((tmp_path / "theory.ipynb").read_text())
-    assert any("| 0.00 |" in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert any("| 0.00 |" in "".join(o.get("text", ""))
+               for c in executed["cells"] for o in c.get("outputs", []))

@@ -76,7 +76,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir
     kw = dict(TINY, data_dir=data_dir, out_dir=str(tmp_path), epochs=3)
     train.pretrain(stop_after=1, **kw)
     good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    monkeypatch.setattr(losses, "contrastive_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(losses, "contrastive_loss",
+                        lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(errors.NonFiniteLossError, match="epoch 2.*last good checkpoint \\(epoch 1\\)"):
         train.pretrain(**kw)
     kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)

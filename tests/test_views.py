@@ -40,7 +40,8 @@ def test_crop_matrices_equal_grid_sample_and_follow_the_scale_range():
     n = 16
     flip = torch.arange(n) % 2 == 0
     x = torch.rand(n, 3, 32, 32)
-    ours = views.apply_maps(x, views.interp_matrix(y0[:n], h[:n], 32), views.interp_matrix(x0[:n], w[:n], 32, flip),
+    ours = views.apply_maps(x, views.interp_matrix(y0[:n], h[:n], 32),
+                            views.interp_matrix(x0[:n], w[:n], 32, flip),
                             torch.eye(3).expand(n, 3, 3), torch.zeros(n, 3))
     sign = torch.where(flip, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
@@ -103,7 +104,9 @@ def test_normalize_uses_cifar_statistics():
 
 
 def test_normalized_uint8_path_equals_normalize_of_the_plain_view():
-    raw = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
-    fused = views.expert_views(raw.float(), torch.Generator().manual_seed(9), in_scale=1 / 255, normalized=True)
+    raw = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(4))
+    fused = views.expert_views(raw.float(), torch.Generator().manual_seed(9), in_scale=1 / 255,
+                               normalized=True)
     plain = views.normalize(views.expert_views(raw.float() / 255, torch.Generator().manual_seed(9)))
     assert torch.allclose(fused, plain, atol=1e-4)

@@ -1,1 +1,2 @@
-"""Theory for featdrop: a linear contrastive model of feature suppression and feature dropout (see linear_model.py)."""
+"""Theory for featdrop: a linear contrastive model of feature suppression and feature dropout (see
+linear_model.py)."""

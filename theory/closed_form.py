@@ -55,10 +55,12 @@ def cross_view_matrix(cfg: Setting, mu, nu, p: float, whiten: bool = False):
     """The exact (d, d) cross-view covariance C (or Σ^{-1/2} C Σ^{-1/2}), assembled block by block."""
     def cov(protos, scale):  # scale²(B + s²/d I), the covariance of scale·(proto_c + s ε/√d)
         c = protos - protos.mean(0)
-        return scale ** 2 * (c.T @ c / protos.shape[0] + cfg.s ** 2 / protos.shape[1] * torch.eye(protos.shape[1], dtype=DT))
+        return scale ** 2 * (c.T @ c / protos.shape[0]
+                             + cfg.s ** 2 / protos.shape[1] * torch.eye(protos.shape[1], dtype=DT))
     Cu, Cv = cov(mu, cfg.alpha), cov(nu, cfg.beta)
     C = torch.block_diag(Cu, Cv, torch.zeros(cfg.dn, cfg.dn, dtype=DT))  # nuisance: resampled, no cross term
-    Sigma = torch.block_diag(Cu, Cv, cfg.sigma_n ** 2 * torch.eye(cfg.dn, dtype=DT)) + cfg.sigma_a ** 2 * torch.eye(C.shape[0], dtype=DT)
+    Sigma = (torch.block_diag(Cu, Cv, cfg.sigma_n ** 2 * torch.eye(cfg.dn, dtype=DT))
+             + cfg.sigma_a ** 2 * torch.eye(C.shape[0], dtype=DT))
     blk = slice(0, cfg.d1) if cfg.drop == "u" else slice(cfg.d1, cfg.d1 + cfg.d2)
     C[blk, blk] *= 1 - p
     if whiten:
@@ -82,7 +84,8 @@ def v_count(C, cfg: Setting):
 
 
 def spectral_accuracy(cfg: Setting, worlds, seeds, ps, whiten: bool = False):
-    """Probe accuracies (2, len(ps), S) of the spectral optimum's representation, on the simulation's probe data."""
+    """Probe accuracies (2, len(ps), S) of the spectral optimum's representation, on the simulation's probe
+    data."""
     W = torch.stack([torch.stack([_pad(topk_space(cross_view_matrix(cfg, mu, nu, p, whiten), cfg.k), cfg.k)
                                   for (mu, nu, _) in worlds]) for p in ps])
     return torch.stack(probe(cfg, W, worlds, seeds))

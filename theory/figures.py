@@ -18,13 +18,17 @@ def plot_accuracy(res):
         ax.plot(ps, acc.mean(1), "o-", color=col, label=f"InfoNCE sim: {name}")
         for j in range(acc.shape[1]):
             ax.plot(ps, acc[:, j], ".", color=col, alpha=0.4)
-        ax.plot(th["p_grid"], th[key], "--", color=col, lw=1, label="spectral closed form" if key == "acc_A" else None)
-        ax.plot(th["p_grid"], th[key + "_whitened"], ":", color=col, lw=1, label="whitened closed form" if key == "acc_A" else None)
+        ax.plot(th["p_grid"], th[key], "--", color=col, lw=1,
+                label="spectral closed form" if key == "acc_A" else None)
+        ax.plot(th["p_grid"], th[key + "_whitened"], ":", color=col, lw=1,
+                label="whitened closed form" if key == "acc_A" else None)
     if th["p_star"] is not None:
         ax.axvline(mean(th["p_star"]), color="k", ls="--", lw=0.8, label=f"p* = {mean(th['p_star']):.2f}")
-        ax.axvline(mean(th["p_star_whitened"]), color="k", ls=":", lw=0.8, label=f"p* whitened = {mean(th['p_star_whitened']):.2f}")
+        ax.axvline(mean(th["p_star_whitened"]), color="k", ls=":", lw=0.8,
+                   label=f"p* whitened = {mean(th['p_star_whitened']):.2f}")
     ax.axhline(1 / K, color="gray", lw=0.5)
-    ax.set(xlabel=f"feature dropout rate p (block {res['setting']['drop']})", ylabel="clean probe accuracy", ylim=(0, 1))
+    ax.set(xlabel=f"feature dropout rate p (block {res['setting']['drop']})", ylabel="clean probe accuracy",
+           ylim=(0, 1))
     ax.legend(fontsize=7, loc="lower left", ncol=2)
     fig.tight_layout()
     return fig

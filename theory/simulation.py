@@ -124,19 +124,22 @@ def train(cfg: Setting, ps, seeds, chunk: int = 50):
     P, S = len(ps), len(seeds)
     worlds = [world(cfg, sd) for sd in seeds]
     gens = [_gen(sd, 1) for sd in seeds]
-    W = torch.stack([w[2] for w in worlds]).to(SIM_DT).expand(P, -1, -1, -1).clone()  # (P, S, k, d): one init per seed
+    # (P, S, k, d): one init per seed
+    W = torch.stack([w[2] for w in worlds]).to(SIM_DT).expand(P, -1, -1, -1).clone()
     d, B = W.shape[-1], cfg.batch
     hist = {"step": [], "norm_u": [], "norm_v": [], "norm_n": [], "loss": []}
     for t0 in range(0, cfg.steps, chunk):
         # a chunk of pairs per seed, shared by every p: each (S, T, B, d) or (S, T, B, 1)
-        x1, x2, delta, r = (torch.stack(z) for z in zip(*(views(cfg, w[0], w[1], (chunk, B), g) for w, g in zip(worlds, gens))))
+        x1, x2, delta, r = (torch.stack(z) for z in zip(*(views(cfg, w[0], w[1], (chunk, B), g)
+                                                          for w, g in zip(worlds, gens))))
         for t in range(min(chunk, cfg.steps - t0)):
             a = x1[:, t].expand(P, -1, -1, -1).reshape(P * S, B, d)       # (R, B, d), R = P·S runs
             b = mix(x2[:, t], delta[:, t], r[:, t], ps).reshape(P * S, B, d)
             loss, grad = infonce_grad(a, b, W.view(P * S, cfg.k, d), cfg.tau)
             W -= cfg.lr * (grad.view_as(W) + cfg.wd * W)
             step = t0 + t + 1
-            if step % cfg.log_every == 0 or step == cfg.steps or (step < cfg.log_every and step & (step - 1) == 0):
+            if (step % cfg.log_every == 0 or step == cfg.steps
+                    or (step < cfg.log_every and step & (step - 1) == 0)):
                 if not torch.isfinite(loss).all():
                     raise FloatingPointError(f"non-finite InfoNCE loss at step {step}")
                 hist["step"].append(step)
@@ -163,7 +166,8 @@ def probe(cfg: Setting, W, worlds, seeds):
     acc = torch.zeros(2, *W.shape[:2], dtype=DT)
     for j, (sd, (mu, nu, _)) in enumerate(zip(seeds, worlds)):
         g = _gen(sd, 2)
-        (x_tr, a_tr, b_tr), (x_te, a_te, b_te) = clean(cfg, mu, nu, cfg.n_probe, g), clean(cfg, mu, nu, cfg.n_probe, g)
+        (x_tr, a_tr, b_tr), (x_te, a_te, b_te) = (clean(cfg, mu, nu, cfg.n_probe, g),
+                                                  clean(cfg, mu, nu, cfg.n_probe, g))
         Wj = W[:, j].to(DT).transpose(1, 2)
         F_tr, F_te = x_tr @ Wj, x_te @ Wj  # (P, n, k)
         acc[0, :, j] = probe_accuracy(F_tr, a_tr, F_te, a_te, cfg.K)

@@ -1,5 +1,6 @@
-"""The sweep over the dropout rate p: train every (p, seed) run, probe both features, compare the weak feature's
-probe curve with the spectral closed form, and write the results (JSON, CSV, a markdown table, figures)."""
+"""The sweep over the dropout rate p: train every (p, seed) run, probe both features, compare the weak
+feature's probe curve with the spectral closed form, and write the results (JSON, CSV, a markdown table,
+figures)."""
 import json
 import time
 from dataclasses import asdict
@@ -41,11 +42,13 @@ def sweep(cfg: Setting, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seeds=(0, 1, 2), theory_
         "history": hist,
         "theory": {
             "p_star": [p_star(cfg, mu, nu) for mu, nu, _ in worlds] if cfg.drop == "u" else None,
-            "p_star_whitened": [p_star(cfg, mu, nu, True) for mu, nu, _ in worlds] if cfg.drop == "u" else None,
+            "p_star_whitened": [p_star(cfg, mu, nu, True)
+                                for mu, nu, _ in worlds] if cfg.drop == "u" else None,
             "p_grid": grid,
             "acc_A": spec[False][0].tolist(), "acc_B": spec[False][1].tolist(),
             "acc_A_whitened": spec[True][0].tolist(), "acc_B_whitened": spec[True][1].tolist(),
-            "transition": half_point(grid, spec[False][1]), "transition_whitened": half_point(grid, spec[True][1]),
+            "transition": half_point(grid, spec[False][1]),
+            "transition_whitened": half_point(grid, spec[True][1]),
         },
         "transition_sim": half_point(ps, mean_B),
         "wall_s": time.time() - t0,
@@ -64,7 +67,8 @@ def table(res) -> str:
     th = res["theory"]
     if th["p_star"] is not None:
         rows.append(f"\np* (spectral, unwhitened) = {mean(th['p_star']):.2f}, p* (whitened) = "
-                    f"{mean(th['p_star_whitened']):.2f}; acc_B half-way: simulation {res['transition_sim']:.2f}, "
+                    f"{mean(th['p_star_whitened']):.2f}; acc_B half-way: "
+                    f"simulation {res['transition_sim']:.2f}, "
                     f"spectral {th['transition']:.2f}, whitened {th['transition_whitened']:.2f}")
     return "\n".join(rows)
 
@@ -77,7 +81,8 @@ def save(res, out) -> Path:
     (out / "results.json").write_text(json.dumps(res, indent=1))
     (out / "table.md").write_text(table(res) + "\n")
     lines = ["p,seed,acc_A,acc_B,norm_u,norm_v"] + [
-        f"{p},{sd},{res['acc_A'][i][j]:.4f},{res['acc_B'][i][j]:.4f},{res['norm_u'][i][j]:.4f},{res['norm_v'][i][j]:.4f}"
+        f"{p},{sd},{res['acc_A'][i][j]:.4f},{res['acc_B'][i][j]:.4f},"
+        f"{res['norm_u'][i][j]:.4f},{res['norm_v'][i][j]:.4f}"
         for i, p in enumerate(res["ps"]) for j, sd in enumerate(res["seeds"])]
     (out / "results.csv").write_text("\n".join(lines) + "\n")
     for name, fig in (("accuracy_vs_p", plot_accuracy(res)), ("weight_norms", plot_norms(res))):

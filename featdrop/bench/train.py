@@ -35,7 +35,8 @@ EPOCHS, IMAGES = 200, 50_000  # the paper's schedule: one cell = 200 epochs of t
 GRID_CELLS = {"expert": 4, "viewmaker": 4}  # 4 overlays × 2 view types
 
 
-def rate(fn: Callable, batch: int, cuda: bool, warmup: int = 1, min_steps: int = 3, min_s: float = 2.0) -> float:
+def rate(fn: Callable, batch: int, cuda: bool, warmup: int = 1, min_steps: int = 3,
+         min_s: float = 2.0) -> float:
     """images/s of ``fn`` (one batch per call): ``warmup`` untimed calls (compilation, allocator,
     cuDNN autotuning), then at least ``min_steps`` calls and ``min_s`` seconds."""
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -88,7 +89,8 @@ class _PILPairs(torch.utils.data.Dataset):
                 return im.filter(ImageFilter.GaussianBlur(radius=float(torch.empty(1).uniform_(0.1, 2.0))))
 
         self.t = T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0)),
-                            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
+                            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                            T.RandomGrayscale(p=0.2),
                             T.RandomApply([Blur()], p=0.5), T.RandomHorizontalFlip(), T.ToTensor(),
                             T.Normalize(CIFAR_MEAN, CIFAR_STD)])
 
@@ -142,7 +144,8 @@ def grid_projection(rates_by_kind: dict[str, dict[int, float]], cells: dict[str,
     """Seconds (steps only) for the grid at each measured concurrency k: each of the k processes runs
     at the k-aggregate rate / k of its cell's kind, and cells are scheduled longest first."""
     ks = set.intersection(*(set(r) for r in rates_by_kind.values()))
-    return {k: makespan([images * k / rates_by_kind[kind][k] for kind, n in cells.items() for _ in range(n)], k)
+    return {k: makespan([images * k / rates_by_kind[kind][k] for kind, n in cells.items()
+                         for _ in range(n)], k)
             for k in sorted(ks)}
 
 
@@ -157,7 +160,8 @@ def _device_line(trainer, batch: int) -> str:
     name = devmod.describe(dev) if trainer.cuda else \
         f"cpu ({torch.get_num_threads()} threads, {cores()} cores, load average {load:.1f}" + \
         (": other processes share these cores, so every figure is low)" if load > cores() - 0.5 else ")")
-    return (f"device {name}; preset {cfg.preset}: encoder {cfg.encoder}, viewmaker width {cfg.viewmaker_width}, "
+    return (f"device {name}; preset {cfg.preset}: encoder {cfg.encoder}, "
+            f"viewmaker width {cfg.viewmaker_width}, "
             f"batch {batch}, {'bf16 autocast + channels_last' if trainer.cuda else 'fp32'}")
 
 
@@ -171,14 +175,16 @@ def measure_steps(trainer, compiled, raw, g, timing: dict) -> dict:
     r = {"expert_views": rate(lambda: (m.expert(raw, g), m.expert(raw, g)), batch, **timing),
          "viewmaker_views": rate(lambda: trainer.views(raw, g, grad=False), batch, **timing)}
     prof_label = "GPU busy" if cuda else "profiled self CPU"
-    print(f"\n  {'step':16s} {'mode':9s} {'images/s':>10s} {'ms/step':>9s}   {prof_label} ms/step (torch.profiler)")
+    print(f"\n  {'step':16s} {'mode':9s} {'images/s':>10s} {'ms/step':>9s}   "
+          f"{prof_label} ms/step (torch.profiler)")
     steps = {"expert_step": expert_step, "viewmaker_step": lambda: trainer.step(raw, g)}
     for key, fn in steps.items():
         for mode in ("eager", "compiled"):
             label = key.replace("_", " ")
             skip = ("not measured on CPU (torch.compile is used on CUDA only)" if not cuda else
                     "skipped (--no-compile)" if compiled is None else
-                    "= eager: compile=True compiles only the viewmaker (a compiled encoder was slower on an H100)"
+                    "= eager: compile=True compiles only the viewmaker "
+                    "(a compiled encoder was slower on an H100)"
                     if key == "expert_step" else None)
             if mode == "compiled" and skip:
                 print(f"  {label:16s} {mode:9s} {skip}")
@@ -197,7 +203,8 @@ def measure_steps(trainer, compiled, raw, g, timing: dict) -> dict:
 def measure_reference(trainer, batch: int, workers: int) -> dict:
     """The reference design in the same process, timed after our own paths (its workers would otherwise
     run in the background): PIL views alone, and feeding the expert step in fp32."""
-    pool = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    pool = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(1))
     trainer.amp = False  # the reference trained in fp32
     dev = trainer.device
     r = {"pil_views": pil_rate(pool, batch, workers),
@@ -226,13 +233,15 @@ def print_projection(r: dict, cfg, ks) -> None:
     for kind in ("expert", "viewmaker"):
         fast = r.get(f"{kind}_step_compiled")
         also = f" (compiled: {_hours(EPOCHS * IMAGES / fast)})" if fast else ""
-        print(f"    one {kind} cell, alone on the device: {_hours(EPOCHS * IMAGES / r[f'{kind}_step'])}{also}")
+        print(f"    one {kind} cell, alone on the device: "
+              f"{_hours(EPOCHS * IMAGES / r[f'{kind}_step'])}{also}")
     if ks:
         proj = grid_projection({kind: r[f"concurrent_{kind}"] for kind in GRID_CELLS})
         best = min(proj, key=proj.get)
         r["grid_projection_s"], r["grid_best_k"] = proj, best
         print("    the 8-cell grid (4 expert + 4 viewmaker cells) on one device: "
-              + ", ".join(f"k={k}: {_hours(s)}" for k, s in proj.items()) + f"; best k={best}: {_hours(proj[best])}")
+              + ", ".join(f"k={k}: {_hours(s)}" for k, s in proj.items())
+              + f"; best k={best}: {_hours(proj[best])}")
 
 
 EXAMPLES = """examples:
@@ -260,23 +269,26 @@ def main(argv=None, prog: str = "featdrop bench train") -> dict:
 
     common = dict(preset=args.preset, device=args.device, data_dir=args.data_dir, batch_size=args.batch)
     trainer = synthetic_trainer(views="viewmaker", **common)  # the training code, synthetic batches
-    compiled = synthetic_trainer(views="viewmaker", compile=True, **common) if trainer.cuda and not args.no_compile \
-        else None
+    compiled = synthetic_trainer(views="viewmaker", compile=True, **common) \
+        if trainer.cuda and not args.no_compile else None
     print(_device_line(trainer, args.batch))
     raw = synthetic_batch(args.batch, trainer.device)
     g = torch.Generator(device=trainer.device).manual_seed(0)
-    timing = dict(cuda=trainer.cuda, warmup=3 if trainer.cuda else 1, min_steps=args.min_steps, min_s=args.min_seconds)
+    timing = dict(cuda=trainer.cuda, warmup=3 if trainer.cuda else 1, min_steps=args.min_steps,
+                  min_s=args.min_seconds)
     r = measure_steps(trainer, compiled, raw, g, timing)
     r.update(measure_reference(trainer, args.batch, args.workers))
     print_paths(r, args.workers)
     ks = default_ks(trainer.cuda) if args.concurrency == "auto" else \
         [int(k) for k in args.concurrency.split(",") if int(k)]
     if ks:
-        print(f"\n  concurrent runs on one {'GPU' if trainer.cuda else 'CPU'} (k processes, each timing Trainer.step "
+        print(f"\n  concurrent runs on one {'GPU' if trainer.cuda else 'CPU'} "
+              f"(k processes, each timing Trainer.step "
               f"for {args.concurrency_seconds:g} s; images/s summed):")
         fields = {k: v for k, v in dataclasses.asdict(trainer.cfg).items() if k != "out_dir"}
         for kind in ("expert", "viewmaker"):
             print(f"  {kind} step:")
-            r[f"concurrent_{kind}"] = concurrent_throughput({**fields, "views": kind}, ks, args.concurrency_seconds)
+            r[f"concurrent_{kind}"] = concurrent_throughput({**fields, "views": kind}, ks,
+                                                            args.concurrency_seconds)
     print_projection(r, trainer.cfg, ks)
     return r

@@ -35,18 +35,18 @@ import torch
 import torchaudio
 
 from ..errors import DataNotFoundError
+from ..rundir import atomic_save
 from .base import DIGIT_NAMES, Overlay, Split, parse_names, read_cache
 from .images import overlay_generator
 from .overlays import balanced_labels
-from ..rundir import atomic_save
 
 RATE = 16_000        # Hz, every clip and noise recording is resampled to this
 LENGTH = 16_640      # samples, 1.04 s (reference: 50,000 at 48 kHz = 1.042 s)
 # The audio overlay's record. Its class names are the config's noise_classes (default below); ε is in
 # standard deviations of the z-scored log-mel (the reference's 0.125, feature_dropout.md §1.4), up to 5.
 DEFAULT_NOISE_CLASSES = "babble,traffic,machinery"
-RECORDS = (Overlay("noise", "audio", alt_names=parse_names(DEFAULT_NOISE_CLASSES), budget=0.125, budget_max=5.0,
-                   main_names=DIGIT_NAMES),)
+RECORDS = (Overlay("noise", "audio", alt_names=parse_names(DEFAULT_NOISE_CLASSES), budget=0.125,
+                   budget_max=5.0, main_names=DIGIT_NAMES),)
 CACHE_VERSION = 1
 FOLDERS = {"audiomnist": "audio_mnist", "fsdd": "fsdd/recordings"}
 _AUDIOMNIST_TRAIN = (28, 56, 7, 19, 35, 1, 6, 16, 23, 34, 46, 53, 36, 57, 9, 24, 37, 2,
@@ -60,9 +60,10 @@ SPEAKER_SPLITS = {
     "fsdd": (None, ("theo", "yweweler")),
 }
 HOW_TO_GET = {
-    "audiomnist": "AudioMNIST has no automatic download: clone https://github.com/soerenab/AudioMNIST and copy "
-                  "(or link) its data/ folder, with the per-speaker folders 01 … 60, to {folder}",
-    "fsdd": "get the Free Spoken Digit Dataset (https://github.com/Jakobovski/free-spoken-digit-dataset) and copy "
+    "audiomnist": "AudioMNIST has no automatic download: clone https://github.com/soerenab/AudioMNIST "
+                  "and copy (or link) its data/ folder, with the per-speaker folders 01 … 60, to {folder}",
+    "fsdd": "get the Free Spoken Digit Dataset "
+            "(https://github.com/Jakobovski/free-spoken-digit-dataset) and copy "
             "its recordings/ folder to {folder}, or unpack an offline copy (fsdd.tar.gz) into {data_dir}",
 }
 
@@ -135,11 +136,13 @@ def load_clips(data_dir: str | os.PathLike, dataset: str) -> dict:
     n_files = sum(1 for _ in folder.rglob("*.wav")) if folder.is_dir() else 0
     cache = data_dir / "featdrop_cache" / f"{dataset}_{RATE}hz_{LENGTH}.pt"
     blob = read_cache(cache)  # None, with a warning, when the file is damaged: decoded again below
-    if blob is not None and blob.get("version") == CACHE_VERSION and (n_files == 0 or blob.get("n_files") == n_files):
+    if blob is not None and blob.get("version") == CACHE_VERSION and (n_files == 0 or
+                                                                      blob.get("n_files") == n_files):
         return blob
     if n_files == 0:
         raise DataNotFoundError(
-            f"{dataset} not found: no {{digit}}_{{speaker}}_{{index}}.wav files under {folder} (nor a cache at "
+            f"{dataset} not found: no {{digit}}_{{speaker}}_{{index}}.wav files under {folder} "
+            f"(nor a cache at "
             f"{cache}). To fix: " + HOW_TO_GET[dataset].format(folder=folder, data_dir=data_dir)
             + ", or point data_dir / FEATDROP_DATA at a folder that holds it.")
     blob = decode_folder(folder)
@@ -158,7 +161,8 @@ def split_indices(clips: dict, dataset: str, split: str) -> torch.Tensor:
     idx = torch.nonzero(torch.isin(clips["speaker"], ids)).flatten()
     if len(idx) == 0:
         wanted = test if split == "test" else (train or f"any speaker but {test}")
-        raise DataNotFoundError(f"{dataset}: no {split} clips (speakers {wanted}) among the speakers found: {names}")
+        raise DataNotFoundError(f"{dataset}: no {split} clips (speakers {wanted}) among the speakers found: "
+                                f"{names}")
     return idx
 
 
@@ -171,7 +175,8 @@ def load_noise(data_dir: str | os.PathLike, names: list[str], volume: float) -> 
     if missing:
         raise DataNotFoundError(
             f"background-noise recordings missing: {', '.join(str(p) for p in missing)}. The overlay 'noise' "
-            f"expects one WAV file per class in {folder}: {', '.join(p.name for p in paths)} (alternate label = "
+            f"expects one WAV file per class in {folder}: {', '.join(p.name for p in paths)} "
+            f"(alternate label = "
             f"position in noise_classes). The reference's recordings are the UT-Dallas noise recordings "
             f"(Saki & Kehtarnavaz 2016) as shipped in the feature-dropout repository's noisedata/: "
             f"BabbleNoise/Babble1.wav → babble.wav, DrivingcarNoise/Traffic10.wav → traffic.wav, "
@@ -192,7 +197,8 @@ def sample_noise(n: int, lengths: list[int], g: torch.Generator) -> tuple[torch.
     return classes, (torch.rand(n, generator=g) * room).long()
 
 
-def mix(speech: torch.Tensor, noise: list[torch.Tensor], classes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def mix(speech: torch.Tensor, noise: list[torch.Tensor], classes: torch.Tensor,
+        offsets: torch.Tensor) -> torch.Tensor:
     """speech (N, L) + the segment noise[classes[i]][offsets[i] : offsets[i] + L] of each item."""
     out = speech.clone()
     classes, offsets = classes.to(speech.device), offsets.to(speech.device)
@@ -222,12 +228,14 @@ class SpokenDigitSet:
             if subset > len(idx):
                 raise ValueError(f"subset={subset} is larger than the {len(idx)} {split} clips")
             idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(12345))[:subset]]
-        self.split, self.seed, self.noise, self.names, self.two = split, seed, noise, tuple(names), two_per_item
+        self.split, self.seed, self.noise, self.names, self.two = \
+            split, seed, noise, tuple(names), two_per_item
         self.head = (clips["head"][idx].float() / 32768).to(device)          # (N, L)
         row = torch.full((len(clips["digits"]),), -1, dtype=torch.int64)
         row[clips["long"]] = torch.arange(len(clips["long"]))
         sel = row[idx]
-        self.long_pos = torch.nonzero(sel >= 0).flatten().to(device)          # items with a distinct last window
+        # items with a distinct last window
+        self.long_pos = torch.nonzero(sel >= 0).flatten().to(device)
         self.tail = (clips["tail"][sel[sel >= 0]].float() / 32768).to(device)  # (M, L)
         self.labels = clips["digits"][idx].to(device)
         self.speakers = sorted({clips["speakers"][i] for i in clips["speaker"][idx].tolist()})

@@ -41,8 +41,10 @@ def parse_names(spec: str) -> tuple[str, ...]:
 class Overlay:
     """What featdrop knows of one overlay. Adding an overlay is one record beside its compositing code."""
     name: str
-    modality: str                      # "image" (CIFAR-10 photos, 3×32×32) | "audio" (spoken digits, log-mels)
-    alt_names: tuple[str, ...]         # the alternate label's classes in label order (audio: from noise_classes)
+    modality: str                      # "image" (CIFAR-10 photos, 3×32×32)
+                                       # | "audio" (spoken digits, log-mels)
+    alt_names: tuple[str, ...]         # the alternate label's classes in label order
+                                       # (audio: from noise_classes)
     size_max: float = 3.0              # largest overlay_size at which the overlay still fits the input
     budget: float = 0.05               # the viewmaker's default ε with this overlay (feature_dropout.md §1.4)
     budget_max: float = 1.0            # largest meaningful ε: image pixels live in [0, 1]
@@ -64,7 +66,8 @@ class Overlay:
 
 @dataclass
 class Split:
-    images: torch.Tensor      # uint8 (N, 3, 32, 32), overlay composited (audio: float waveforms, see data.audio)
+    images: torch.Tensor      # uint8 (N, 3, 32, 32), overlay composited
+                              # (audio: float waveforms, see data.audio)
     labels: torch.Tensor      # int64 (N,), main label: CIFAR-10 class or spoken digit
     alt_labels: torch.Tensor  # int64 (N,), overlay class (alternate label)
     base: torch.Tensor        # the items without overlay (for redraws)

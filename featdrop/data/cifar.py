@@ -29,13 +29,15 @@ def _not_found(what: str, looked: list[Path], data_dir: Path, reason: str) -> Da
         f"{what} not found ({reason}). Looked in:\n{places}\n"
         f"To fix: either let torchvision download it (needs network; pass download=True, the default), "
         f"or unpack an offline copy into {data_dir} (for CIFAR-10 the ImageFolder layout "
-        f"cifar10/{{train,test}}/<class>/*.jpg; for MNIST the files MNIST/raw/t10k-images-idx3-ubyte[.gz] etc.), "
+        f"cifar10/{{train,test}}/<class>/*.jpg; "
+        f"for MNIST the files MNIST/raw/t10k-images-idx3-ubyte[.gz] etc.), "
         f"or point data_dir / the FEATDROP_DATA environment variable at a folder that holds it."
     )
 
 
 # ---------------------------------------------------------------------------------------- CIFAR-10
-def load_cifar10(data_dir: str | os.PathLike, split: str, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar10(data_dir: str | os.PathLike, split: str,
+                 download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(images uint8 (N, 3, 32, 32), labels int64 (N,))`` for ``split`` in train | test."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is invalid: allowed train, test")
@@ -111,7 +113,8 @@ def _mnist_split(raw: Path, split: str):
     return torch.from_numpy(read_idx(paths[0]).copy()), torch.from_numpy(read_idx(paths[1]).astype(np.int64))
 
 
-def load_mnist(data_dir: str | os.PathLike, split: str, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(data_dir: str | os.PathLike, split: str,
+               download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Digits ``uint8 (N, 28, 28)`` and labels for the pool used by CIFAR ``split``.
 
     With both official splits present, train overlays draw from MNIST-train and test overlays from
@@ -133,7 +136,8 @@ def load_mnist(data_dir: str | os.PathLike, split: str, download: bool = True) -
             have = {s: _mnist_split(raw, s) for s in SPLITS}
         except Exception as exc:
             if have["test"] is None:
-                raise _not_found("MNIST", [raw], data_dir, f"download failed: {type(exc).__name__}: {exc}") from None
+                raise _not_found("MNIST", [raw], data_dir,
+                                 f"download failed: {type(exc).__name__}: {exc}") from None
     if have["train"] is not None and have["test"] is not None:
         return have[split]
     only = have["train"] if have["train"] is not None else have["test"]

@@ -41,6 +41,8 @@ class ImageOverlaySet:
 
     def draw(self, draw: int = 0) -> Split:
         gen = overlay_generator(self.seed, self.split, draw)
-        images, alt, masks = overlays.apply(self.overlay, self.base, gen, size=self.size, opacity=self.opacity,
-                                            digits=self.digits, digit_labels=self.digit_labels, with_masks=True)
-        return Split(images, self.labels, alt.to(self.base.device), self.base, coarse_labels(self.labels), masks)
+        images, alt, masks = overlays.apply(self.overlay, self.base, gen, size=self.size,
+                                            opacity=self.opacity, digits=self.digits,
+                                            digit_labels=self.digit_labels, with_masks=True)
+        return Split(images, self.labels, alt.to(self.base.device), self.base, coarse_labels(self.labels),
+                     masks)

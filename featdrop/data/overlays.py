@@ -109,12 +109,14 @@ def letter_glyphs(size: float = 1.0) -> torch.Tensor:
 
 def resize_digits(digits: torch.Tensor, size: int = DIGIT_SIZE) -> torch.Tensor:
     """MNIST ``uint8 (N, 28, 28)`` → ``uint8 (N, size, size)`` by antialiased bicubic (Pillow's default)."""
-    x = F.interpolate(digits[:, None].float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    x = F.interpolate(digits[:, None].float(), size=(size, size), mode="bicubic", antialias=True,
+                      align_corners=False)
     return x[:, 0].round().clamp(0, 255).to(torch.uint8)
 
 
 # ------------------------------------------------------------------------------------ compositing
-def _composite(images: torch.Tensor, paint, chunk: int = 1024, masks: torch.Tensor | None = None) -> torch.Tensor:
+def _composite(images: torch.Tensor, paint, chunk: int = 1024,
+               masks: torch.Tensor | None = None) -> torch.Tensor:
     """Alpha-blend a per-image overlay onto uint8 ``images (N, 3, H, W)``.
 
     ``paint(sl)`` returns ``(colour, alpha)`` for the images ``sl``: colour (n,3,H,W) or (n,3,1,1)
@@ -227,7 +229,8 @@ def apply(name: str, images: torch.Tensor, generator: torch.Generator, *, size: 
     The generator lives on the CPU; ``images`` may be on any device and the result stays there.
     """
     check_name(name)
-    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+    if (images.dtype != torch.uint8 or images.dim() != 4
+            or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE)):
         raise ConfigError(f"images must be uint8 (N, 3, 32, 32), got {images.dtype} {tuple(images.shape)}")
     masks = torch.zeros(len(images), IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool, device=images.device)
     if name == "none":

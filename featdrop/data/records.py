@@ -1,5 +1,6 @@
 """Every overlay's record, by name: the one list that config validation, the figures and the suppression
-report read. A new overlay adds its record to ``RECORDS`` beside its compositing code; nothing here changes."""
+report read. A new overlay adds its record to ``RECORDS`` beside its compositing code; nothing here
+changes."""
 from __future__ import annotations
 
 from ..errors import ConfigError

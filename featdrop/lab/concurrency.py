@@ -66,7 +66,8 @@ def _worker(job: dict) -> None:
 
 
 def concurrent_throughput(fields: dict, ks: Sequence[int], seconds: float = 3.0, warmup: int | None = None,
-                          env: dict | None = None, log: Callable[[str], None] | None = print) -> dict[int, float]:
+                          env: dict | None = None,
+                          log: Callable[[str], None] | None = print) -> dict[int, float]:
     """Aggregate images/s of k processes on one device, for each k in ``ks``. max(ks) processes each
     build a Trainer from the config ``fields`` (its ``views`` picks the expert or the viewmaker step)
     and warm up, once; then, for each k, k of them time ``Trainer.step`` for ``seconds`` from a common
@@ -82,8 +83,8 @@ def concurrent_throughput(fields: dict, ks: Sequence[int], seconds: float = 3.0,
         for _ in range(ks[-1]):
             errs.append(tempfile.TemporaryFile("w+"))
             procs.append(subprocess.Popen([sys.executable, "-m", "featdrop.lab.concurrency", json.dumps(job)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[-1], text=True,
-                                          env=env))
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[-1],
+                                          text=True, env=env))
         for p, err in zip(procs, errs):
             if p.stdout.readline().strip() != "ready":
                 p.wait()
@@ -94,7 +95,8 @@ def concurrent_throughput(fields: dict, ks: Sequence[int], seconds: float = 3.0,
             for p in procs[:k]:  # the start signal
                 p.stdin.write(f"{threads} {seconds}\n")
                 p.stdin.flush()
-            out[k] = sum(r["images"] / r["seconds"] for r in (json.loads(p.stdout.readline()) for p in procs[:k]))
+            out[k] = sum(r["images"] / r["seconds"]
+                         for r in (json.loads(p.stdout.readline()) for p in procs[:k]))
             if log:
                 log(f"  {k} concurrent run(s) ({threads} thread(s) each): {out[k]:9,.0f} images/s in all")
     finally:

@@ -81,8 +81,9 @@ class GridResult:
         return not self.failed
 
 
-def run(runs_dir: str | os.PathLike, sweep: dict[str, list], fixed: dict | None = None, workers: int | str = 1,
-        gpus: str | list | None = "all", shard: tuple[int, int] = (0, 1), poll_s: float = 1.0) -> GridResult:
+def run(runs_dir: str | os.PathLike, sweep: dict[str, list], fixed: dict | None = None,
+        workers: int | str = 1, gpus: str | list | None = "all", shard: tuple[int, int] = (0, 1),
+        poll_s: float = 1.0) -> GridResult:
     """Run (or resume) every unfinished cell of this shard of the grid; returns statuses and the table.
 
     ``workers``: worker processes per GPU (on a CPU: in all), or "auto" to measure how many raise the
@@ -131,7 +132,8 @@ def _triage(cells: list[Cell]) -> tuple[dict[str, str], list[Cell]]:
                       flush=True)
             queue.append(c)
     if "finished" in status.values():
-        print(f"  {sum(s == 'finished' for s in status.values())} cell(s) finished before: skipped", flush=True)
+        print(f"  {sum(s == 'finished' for s in status.values())} cell(s) finished before: skipped",
+              flush=True)
     return status, queue
 
 
@@ -204,8 +206,9 @@ def _finish(c: Cell, rc: int, bar) -> str:
     err = c.dir / "error.txt"
     if not err.exists():  # the worker died without a traceback (killed, out of memory, segfault)
         tail = (c.dir / "grid.log").read_text(errors="replace").splitlines()[-40:]
-        rundir.atomic_write_text(err, f"worker exited with code {rc} (negative: killed by that signal) without a "
-                                    f"Python traceback; last lines of grid.log:\n" + "\n".join(tail) + "\n")
+        rundir.atomic_write_text(err, f"worker exited with code {rc} (negative: killed by that signal) "
+                                    f"without a Python traceback; last lines of grid.log:\n"
+                                    + "\n".join(tail) + "\n")
     last = [line for line in err.read_text(errors="replace").splitlines() if line.strip()][-1:]
     bar.write(f"  FAILED {c.name}: {last[0] if last else rc} (see {err})")
     return "failed"
@@ -253,28 +256,30 @@ def main(argv=None, prog: str = "featdrop grid") -> int:
                     "measure the throughput of 1, 2, 4, ... concurrent runs (about 10 s each) and take the "
                     "fewest within 5%% of the best. Small models gain from several per GPU")
     ap.add_argument("--gpus", default="all", help="GPUs to use: all (every visible one) or indices, e.g. 0,1")
-    ap.add_argument("--shard", default="0/1", help="run only slice i of n (0 <= i < n) of the cells: one slice "
-                    "per machine or per job of an array")
+    ap.add_argument("--shard", default="0/1", help="run only slice i of n (0 <= i < n) of the cells: "
+                    "one slice per machine or per job of an array")
     ap.add_argument("--run-cell", help=argparse.SUPPRESS)
     ap.add_argument("fields", nargs="*", metavar="FIELD=V1,V2,...",
                     help="config fields (see featdrop/config.py): a comma list sweeps, one value fixes")
     args = ap.parse_intermixed_args(argv)
     if not args.runs_dir and not args.run_cell:
         raise ConfigError("--runs-dir is required: the grid's directory, one run directory per cell below it")
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # scancel, kill: stop the workers too, as Ctrl-C does
+    # scancel, kill: stop the workers too, as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.run_cell:
             job = json.loads(args.run_cell)
             return run_cell(job["params"], job["threads"])
         sweep, fixed = fields.parse_assignments(args.fields)
-        result = run(args.runs_dir, sweep, fixed, workers=args.workers, gpus=args.gpus, shard=parse_shard(args.shard))
+        result = run(args.runs_dir, sweep, fixed, workers=args.workers, gpus=args.gpus,
+                     shard=parse_shard(args.shard))
     except KeyboardInterrupt:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     counts = {s: sum(v == s for v in result.status.values()) for s in ("done", "finished", "held", "failed")}
-    print(f"\ngrid: {counts['done']} cell(s) run, {counts['finished']} finished before, {counts['held']} running "
-          f"elsewhere, {counts['failed']} failed; wall {result.wall_s:.1f} s")
+    print(f"\ngrid: {counts['done']} cell(s) run, {counts['finished']} finished before, "
+          f"{counts['held']} running elsewhere, {counts['failed']} failed; wall {result.wall_s:.1f} s")
     if result.table is not None:
         print("\nlinear-probe accuracy, mean ± sd over seeds (finished cells of the whole grid):")
         print(result.table.to_string())

@@ -39,7 +39,8 @@ def check_fields(names) -> None:
     """ConfigError for a field the grid cannot sweep or fix (unknown, or one the grid sets itself)."""
     for name in names:
         if name in OWNED:
-            raise ConfigError(f"{name} cannot be a grid field: the grid runs every cell in <runs-dir>/<cell name>; "
+            raise ConfigError(f"{name} cannot be a grid field: the grid runs every cell in "
+                              f"<runs-dir>/<cell name>; "
                               f"choose the directory with --runs-dir (Python: runs_dir)")
         fields.check_field(name)
 
@@ -53,8 +54,8 @@ def plan(runs_dir: str | os.PathLike, sweep: dict[str, list], fixed: dict | None
     fixed = dict(fixed or {})
     check_fields([*sweep, *fixed])
     if not sweep:
-        raise ConfigError("nothing is swept: give at least one FIELD=V1,V2,... (a single run is featdrop train or "
-                          "notebooks/pretrain.ipynb)")
+        raise ConfigError("nothing is swept: give at least one FIELD=V1,V2,... "
+                          "(a single run is featdrop train or notebooks/pretrain.ipynb)")
     both = sorted(set(sweep) & set(fixed))
     if both:
         raise ConfigError(f"{both} both swept and fixed; give each field once")

@@ -36,7 +36,8 @@ def collect(runs_dir: str | None, run_dirs=None):
         rows.append({"run": str(m.parent), **json.loads(m.read_text()), **cfg})
     if not rows:
         raise DataNotFoundError(f"no runs (metrics.json) under {runs_dir!r}: launch some first "
-                                f"(report.ipynb with launch=True, featdrop grid, or notebooks/pretrain.ipynb)")
+                                f"(report.ipynb with launch=True, featdrop grid, "
+                                f"or notebooks/pretrain.ipynb)")
     df = pd.DataFrame(rows)
     return df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]
 
@@ -48,7 +49,8 @@ def varying_fields(df) -> list[str]:
 
 
 def mean_sd(values) -> str:
-    """'mean ± sd' (sample sd, over seeds) of the values that are not None/NaN; one value alone; '–' for none."""
+    """'mean ± sd' (sample sd, over seeds) of the values that are not None/NaN; one value alone; '–' for
+    none."""
     import numpy as np
 
     v = np.array([x for x in values if x is not None], dtype=float)
@@ -98,7 +100,8 @@ def suppression_curve(df, runs_dir: str, x: str | None = None):
 
 
 def comparison(df, runs_dir: str, value: str = "probe"):
-    """Bars of overlay × views → accuracy on both labels, saved as ``<runs_dir>/figures/comparison_<value>.png``."""
+    """Bars of overlay × views → accuracy on both labels, saved as
+    ``<runs_dir>/figures/comparison_<value>.png``."""
     fig = compare.comparison(df, value)
     rundir.save_figure(fig, Path(runs_dir) / "figures" / f"comparison_{value}.png")
     return fig
@@ -110,9 +113,9 @@ EXAMPLES = """examples:
 
 
 def main(argv=None, prog: str = "featdrop report") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description="Tabulate every finished run under a folder (mean ± sd "
-                                 "over seeds, grouped by the config fields that differ) and draw the comparison "
-                                 "figures into <runs_dir>/figures/.", epilog=EXAMPLES,
+    ap = argparse.ArgumentParser(prog=prog, description="Tabulate every finished run under a folder "
+                                 "(mean ± sd over seeds, grouped by the config fields that differ) "
+                                 "and draw the comparison figures into <runs_dir>/figures/.", epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs_dir", help="a folder of run directories (a grid's --runs-dir, or runs/)")
     ap.add_argument("--by", nargs="+", help="config fields to group by (default: the fields that differ)")

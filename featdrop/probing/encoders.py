@@ -31,7 +31,8 @@ from ..train import checkpoint
 from ..views.expert import normalize
 
 SCHEMES = ("run", "torchvision", "file")
-SPEC_HELP = "run:RUN_DIR, torchvision:NAME[:WEIGHTS] (WEIGHTS: DEFAULT, a weights name or none) or file:PATH.pt"
+SPEC_HELP = ("run:RUN_DIR, torchvision:NAME[:WEIGHTS] (WEIGHTS: DEFAULT, a weights name or none) "
+             "or file:PATH.pt")
 
 
 @dataclass
@@ -78,20 +79,24 @@ def _run_encoder(spec: str, run_dir: Path, device: str) -> Encoder:
     if rundir.read_json(run_dir / "config.json").get("overlay") not in IMAGE_OVERLAYS:
         raise SpecError(f"encoder spec {spec!r}: an audio run; the suppression report probes image encoders")
     encoder, cfg = checkpoint.load_encoder(run_dir, device)  # the weights only: no data, no trainer
-    about = f"featdrop run {run_dir} ({cfg.encoder}, {cfg.views} views, overlay {cfg.overlay}, {cfg.epochs} epochs)"
+    about = (f"featdrop run {run_dir} ({cfg.encoder}, {cfg.views} views, overlay {cfg.overlay}, "
+             f"{cfg.epochs} epochs)")
     # batches of 1024 in fp32, as the run's own evaluation: its probe numbers come back exactly
-    return Encoder(RunFeatures(encoder), None, spec, about, dataclasses.asdict(cfg), batch_size=1024, amp=False)
+    return Encoder(RunFeatures(encoder), None, spec, about, dataclasses.asdict(cfg), batch_size=1024,
+                   amp=False)
 
 
 def _file_encoder(spec: str, path: Path, device: str) -> Encoder:
     if not path.is_file():
         raise SpecError(f"encoder spec {spec!r}: no file {path}; allowed file:PATH.pt, a TorchScript module "
-                        f"(torch.jit.script(model).save(PATH)) mapping (B, 3, 32, 32) pixels in [0, 1] to (B, D)")
+                        f"(torch.jit.script(model).save(PATH)) mapping (B, 3, 32, 32) pixels in [0, 1] "
+                        f"to (B, D)")
     try:
         model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:
-        raise SpecError(f"encoder spec {spec!r}: {path} is not a TorchScript module ({type(exc).__name__}); save one "
-                        f"with torch.jit.script(model).save(PATH) or torch.jit.trace(model, x).save(PATH)") from None
+        raise SpecError(f"encoder spec {spec!r}: {path} is not a TorchScript module ({type(exc).__name__}); "
+                        f"save one with torch.jit.script(model).save(PATH) or "
+                        f"torch.jit.trace(model, x).save(PATH)") from None
     return Encoder(model, None, spec, f"TorchScript module {path}")
 
 
@@ -101,13 +106,15 @@ def _torchvision_encoder(spec: str, name: str, weights: str, device: str, seed: 
     known = torchvision.models.list_models(module=torchvision.models)  # the ImageNet classifiers
     if name not in known:
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-        raise SpecError(f"encoder spec {spec!r}: unknown torchvision classifier {name!r}; "
-                        f"{'close matches: ' + ', '.join(close) if close else 'allowed: ' + ', '.join(known)}")
+        raise SpecError(
+            f"encoder spec {spec!r}: unknown torchvision classifier {name!r}; "
+            f"{'close matches: ' + ', '.join(close) if close else 'allowed: ' + ', '.join(known)}")
     enum = torchvision.models.get_model_weights(name)
     allowed = ["DEFAULT", *(m for m in enum.__members__ if m != "DEFAULT"), "none"]
     wname = weights.split(".")[-1]  # "ResNet18_Weights.IMAGENET1K_V1" is accepted too
     if wname not in allowed:
-        raise SpecError(f"encoder spec {spec!r}: unknown weights {weights!r} for {name}; allowed {', '.join(allowed)}")
+        raise SpecError(f"encoder spec {spec!r}: unknown weights {weights!r} for {name}; "
+                        f"allowed {', '.join(allowed)}")
     w = None if wname == "none" else enum[wname]
     preprocess = (w or enum.DEFAULT).transforms()  # accepts float (B, 3, H, W) in [0, 1]
     if w is None:
@@ -118,7 +125,8 @@ def _torchvision_encoder(spec: str, name: str, weights: str, device: str, seed: 
         model = _pretrained(spec, name, w)
     model = _strip_head(model, spec).to(device).eval()
     crop = getattr(preprocess, "crop_size", ["?"])[0]
-    return Encoder(model, preprocess, spec, f"torchvision {name}, weights {w or f'none (random init, seed {seed})'}, "
+    return Encoder(model, preprocess, spec,
+                   f"torchvision {name}, weights {w or f'none (random init, seed {seed})'}, "
                    f"head removed; preprocessing of {enum.DEFAULT}: {crop} px, ImageNet normalisation")
 
 
@@ -135,16 +143,17 @@ def _pretrained(spec: str, name: str, weights):
         if file.exists():  # present but unreadable: torch's own error says why
             raise
         raise WeightsNotFoundError(
-            f"encoder spec {spec!r} needs the weights file {file.name}, which is not in {folder} and could not be "
-            f"downloaded ({type(exc).__name__}: {exc}). Fetch {weights.url} on a machine with network and copy it "
-            f"to {file} (or set TORCH_HOME to a folder whose hub/checkpoints/ holds it), or use "
+            f"encoder spec {spec!r} needs the weights file {file.name}, which is not in {folder} and could "
+            f"not be downloaded ({type(exc).__name__}: {exc}). Fetch {weights.url} on a machine with network "
+            f"and copy it to {file} (or set TORCH_HOME to a folder whose hub/checkpoints/ holds it), or use "
             f"torchvision:{name}:none for a random initialisation.") from None
     finally:
         socket.setdefaulttimeout(timeout)
 
 
 def _strip_head(model: nn.Module, spec: str) -> nn.Module:
-    """Replace the classifier's last Linear (``fc``, ``classifier``, ``heads`` or ``head``) by the identity."""
+    """Replace the classifier's last Linear (``fc``, ``classifier``, ``heads`` or ``head``) by the
+    identity."""
     for attr in ("fc", "classifier", "heads", "head"):
         head = getattr(model, attr, None)
         if isinstance(head, nn.Linear):
@@ -153,7 +162,9 @@ def _strip_head(model: nn.Module, spec: str) -> nn.Module:
         if isinstance(head, nn.Sequential):
             last = [i for i, m in enumerate(head) if isinstance(m, nn.Linear)]
             if last:
-                head[last[-1]] = nn.Identity()  # keeps the pooling / norm / flatten before it (ConvNeXt, ViT)
+                # keeps the pooling / norm / flatten before it (ConvNeXt, ViT)
+                head[last[-1]] = nn.Identity()
                 return model
-    raise SpecError(f"encoder spec {spec!r}: found no Linear classifier head (.fc, .classifier, .heads or .head) "
-                    f"to remove; build the model yourself and pass it to suppression.report(model, preprocess=...)")
+    raise SpecError(f"encoder spec {spec!r}: found no Linear classifier head (.fc, .classifier, .heads or "
+                    f".head) to remove; build the model yourself and pass it to "
+                    f"suppression.report(model, preprocess=...)")

@@ -43,8 +43,9 @@ def draw_views(trainer: Trainer, raw: torch.Tensor, k: int, g: torch.Generator, 
 
 
 class ViewExplorer:
-    def __init__(self, run_dir: str | None = None, index: int = 0, n_views: int = 4, budget: float | None = None,
-                 views: str | None = None, seed: int = 0, demo: dict | None = None, probe_n: int = 2000):
+    def __init__(self, run_dir: str | None = None, index: int = 0, n_views: int = 4,
+                 budget: float | None = None, views: str | None = None, seed: int = 0,
+                 demo: dict | None = None, probe_n: int = 2000):
         run_dir = str(cfgmod.project_path(run_dir)) if run_dir is not None else None
         if run_dir is None or not (Path(run_dir) / "checkpoint.pt").exists():
             run_dir = self._train_demo(run_dir, demo or {})
@@ -62,7 +63,8 @@ class ViewExplorer:
         kw = dict(overlay="shapes", views="viewmaker", preset="quick", subset=1024, test_subset=256, epochs=2,
                   batch_size=128, progress=False)
         kw.update(demo)
-        kw["out_dir"] = run_dir or str(cfgmod.PROJECT_ROOT / "runs" / f"views-demo-{kw['overlay']}-{kw['views']}")
+        kw["out_dir"] = run_dir or str(cfgmod.PROJECT_ROOT / "runs"
+                                       / f"views-demo-{kw['overlay']}-{kw['views']}")
         print(f"no trained run given: training a tiny demo run into {kw['out_dir']} ...")
         pretrain(cfgmod.make(**kw))
         return kw["out_dir"]
@@ -104,7 +106,8 @@ class ViewExplorer:
         fig = plots.view_grid(self.data.modality.base(raw), outs, deltas, [titles],
                               spectrogram=self.data.modality.audio)
         fig.suptitle(f"test #{index}: true alternate label {names[truth]}; clean input → "
-                     f"{names[int(clean_pred)]} ({float(clean_prob):.2f}); views = {views}, budget {budget:g}",
+                     f"{names[int(clean_pred)]} ({float(clean_prob):.2f}); views = {views}, "
+                     f"budget {budget:g}",
                      fontsize=8, y=1.08)
         return fig
 
@@ -186,15 +189,18 @@ class ViewExplorer:
 
         m = self.data.modality
         if not m.audio:
-            raise ValueError(f"listen() is for audio runs (overlay='noise'); this run has overlay={self.cfg.overlay!r}")
+            raise ValueError(f"listen() is for audio runs (overlay='noise'); this run has "
+                             f"overlay={self.cfg.overlay!r}")
         if view is not None and not 0 <= view < self.n_views:
-            raise ValueError(f"view={view!r} is invalid: allowed None (the clean input) or 0 … {self.n_views - 1}")
+            raise ValueError(f"view={view!r} is invalid: allowed None (the clean input) or "
+                             f"0 … {self.n_views - 1}")
         index = self.index if index is None else index
         raw = self.data.test.images[index:index + 1]
         if view is None:
             x = m.base(raw)
         else:
             g = torch.Generator().manual_seed(self.seed * 1000 + resample)
-            outs, _, _ = draw_views(self.trainer, raw, self.n_views, g, views or self.views, budget or self.budget)
+            outs, _, _ = draw_views(self.trainer, raw, self.n_views, g, views or self.views,
+                                    budget or self.budget)
             x = outs[view]
         return Audio(m.logmel.invert(x)[0].numpy(), rate=RATE, normalize=True)

@@ -46,7 +46,8 @@ def check_run_dir(path: str | Path) -> Path:
         raise ConfigError(f"run directory {str(path)!r} does not exist; {RUN_DIR_HOLDS}")
     if not path.is_dir():
         raise ConfigError(f"{str(path)!r} is not a directory; {RUN_DIR_HOLDS}")
-    for name, why in (("config.json", "not a run directory"), ("checkpoint.pt", "a run that has not trained yet")):
+    for name, why in (("config.json", "not a run directory"),
+                      ("checkpoint.pt", "a run that has not trained yet")):
         if not (path / name).is_file():
             raise ConfigError(f"no {name} in {str(path)!r} ({why}); {RUN_DIR_HOLDS}")
     return path
@@ -60,7 +61,8 @@ def check_args(run_dirs, probe: str, probe_epochs: int | None, concat: bool, dev
             raise ConfigError(f"probe_epochs = {probe_epochs!r} is invalid: allowed a positive integer")
         if probe != "reference":
             raise ConfigError("probe_epochs applies to the reference protocol only (the fast probe fits a "
-                               "logistic regression to convergence); drop it or probe with the reference protocol")
+                               "logistic regression to convergence); drop it or probe with the reference "
+                               "protocol")
     devmod.resolve(device)  # a bad name, or CUDA asked for where there is none: ConfigError now
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
@@ -69,9 +71,9 @@ def check_args(run_dirs, probe: str, probe_epochs: int | None, concat: bool, dev
         raise ConfigError("no run directory given")
     if concat:
         if probe != "fast":
-            raise ConfigError("concat works with the fast protocol only: the reference protocol trains the probe "
-                               "on the method's own augmentations, which is undefined for a concatenation of "
-                               "several methods' encoders")
+            raise ConfigError("concat works with the fast protocol only: the reference protocol trains the "
+                               "probe on the method's own augmentations, which is undefined for a "
+                               "concatenation of several methods' encoders")
         if len(dirs) < 2:
             raise ConfigError(f"concat needs at least two run directories, got one ({str(dirs[0])!r})")
         check_same_data(dirs)
@@ -94,8 +96,8 @@ def check_same_data(dirs: list[Path]) -> None:
         for name in {**first, **other}:
             a, b = first.get(name), other.get(name)
             if a != b:
-                raise ConfigError(f"concat needs runs on the same data items, but config field {name!r} differs: "
-                                   f"{a!r} in {str(dirs[0])!r}, {b!r} in {str(d)!r}")
+                raise ConfigError(f"concat needs runs on the same data items, but config field {name!r} "
+                                   f"differs: {a!r} in {str(dirs[0])!r}, {b!r} in {str(d)!r}")
 
 
 # ---------------------------------------------------------------------------------------- probes
@@ -108,7 +110,8 @@ def _describe(trainer, run_dir: Path) -> dict:
 
 def _stamp(protocol: str, probe_epochs: int | None, device: str, t0: float) -> dict:
     return {"protocol": protocol, "probe_epochs": probe_epochs, "device": device,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": time.perf_counter() - t0}
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_s": time.perf_counter() - t0}
 
 
 def _load(run_dir: Path, device: str):
@@ -116,8 +119,8 @@ def _load(run_dir: Path, device: str):
     if trainer.epoch < trainer.cfg.epochs:
         live = rundir.holder(run_dir)  # checkpoints are written atomically: reading one mid-run is safe
         state = f"is training now ({rundir.describe(live)})" if live else "stopped"
-        print(f"note: {run_dir} {state} at epoch {trainer.epoch} of {trainer.cfg.epochs}; probing that checkpoint",
-              file=sys.stderr)
+        print(f"note: {run_dir} {state} at epoch {trainer.epoch} of {trainer.cfg.epochs}; "
+              f"probing that checkpoint", file=sys.stderr)
     return trainer
 
 
@@ -158,7 +161,8 @@ def probe_concat(dirs: list[Path], device: str, out: str | Path | None = None) -
     first = described[0]
     result = {"run": " + ".join(r["run"] for r in described), "runs": described,
               "overlay": first["overlay"], "seed": first["seed"],
-              "views": "+".join(r["views"] for r in described), "loss": "+".join(r["loss"] for r in described),
+              "views": "+".join(r["views"] for r in described),
+              "loss": "+".join(r["loss"] for r in described),
               "encoder": "+".join(str(r["encoder"]) for r in described),
               "feature_dim": ftr.shape[1], "feature_dims": dims, "knn_k": knn_k,
               **metrics, **_stamp("fast", None, device, t0)}
@@ -192,7 +196,8 @@ def reprobe(run_dirs, probe: str = "fast", probe_epochs: int | None = None, conc
 
     dirs = check_args(run_dirs, probe, probe_epochs, concat, device)
     if out is not None and not concat:
-        raise ConfigError("out applies to concat only; single runs are written to RUN_DIR/probes/<protocol>.json")
+        raise ConfigError("out applies to concat only; single runs are written to "
+                          "RUN_DIR/probes/<protocol>.json")
     dev = str(devmod.resolve(device))
     if concat:
         rows = [probe_concat(dirs, dev, out)]
@@ -206,7 +211,8 @@ def table(df) -> str:
     """The printed table: run, overlay, views, loss (and supervise, when set), seed, protocol, probe
     accuracies, chance levels; columns that no row has are left out."""
     cols = [c for c in ("run", "overlay", "views", "loss", "supervise", "seed", "protocol", "probe_epochs",
-                        "feature_dim", "probe_main", "probe_alt", "probe_coarse") if c in df and df[c].notna().any()]
+                        "feature_dim", "probe_main", "probe_alt", "probe_coarse")
+            if c in df and df[c].notna().any()]
     shown = df[cols].copy()
     chance = [c for c in ("chance_main", "chance_alt", "chance_coarse") if c in df and df[c].notna().any()]
     shown["chance (" + "/".join(c[len("chance_"):] for c in chance) + ")"] = [
@@ -228,12 +234,13 @@ EXAMPLES = """examples:
 def main(argv=None, prog: str = "featdrop reprobe") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories (pretrain's out_dir)")
+    ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    help="finished run directories (pretrain's out_dir)")
     ap.add_argument("--probe", choices=PROTOCOLS, default="fast",
-                    help="fast: L-BFGS logistic regression on pooled clean features (on a CPU it reproduces a CPU "
-                         "run's metrics.json exactly); reference: the paper's SGD probe on pre-pool features, "
-                         "trained on the method's own views (each probe epoch runs the frozen encoder, and "
-                         "viewmaker, over the whole training split)")
+                    help="fast: L-BFGS logistic regression on pooled clean features (on a CPU it reproduces "
+                         "a CPU run's metrics.json exactly); reference: the paper's SGD probe on pre-pool "
+                         "features, trained on the method's own views (each probe epoch runs the frozen "
+                         "encoder, and viewmaker, over the whole training split)")
     ap.add_argument("--probe-epochs", type=int, default=None,
                     help="reference protocol only: its epochs (default: each run's own probe_epochs, 100 in "
                          "both presets, as in the paper); fewer is cheaper and noisier")

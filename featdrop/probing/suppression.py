@@ -74,7 +74,8 @@ def _check(overlays, subset, test_subset, probe, seed):
         if name not in OVERLAYS:
             raise SpecError(f"overlays: {name!r} is invalid: allowed {', '.join(OVERLAYS)}")
     for name, value, most in (("subset", subset, 50_000), ("test_subset", test_subset, 10_000)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= most):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 < value <= most):
             raise SpecError(f"{name}={value!r} is invalid: allowed an integer from 1 to {most} or None (all)")
     if probe not in cfgmod.PROBES:
         raise SpecError(f"probe={probe!r} is invalid: allowed {', '.join(cfgmod.PROBES)}")
@@ -105,8 +106,8 @@ def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_sub
         preprocess = encoder.preprocess if preprocess is None else preprocess
         batch_size, amp, encoder = batch_size or encoder.batch_size, encoder.amp, encoder.model
     if not callable(encoder):
-        raise SpecError(f"encoder={encoder!r} is invalid: allowed an nn.Module or callable, an Encoder or a spec "
-                        f"({SPEC_HELP})")
+        raise SpecError(f"encoder={encoder!r} is invalid: allowed an nn.Module or callable, an Encoder or a "
+                        f"spec ({SPEC_HELP})")
     if isinstance(encoder, nn.Module):
         encoder = encoder.to(dev).eval()
         if dev.type == "cuda":
@@ -125,10 +126,11 @@ def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_sub
     df = pd.DataFrame(rows)
     base = df[df.overlay == "none"]
     for label in ("main", "coarse"):
-        df[f"suppression_{label}"] = base[f"probe_{label}"].iloc[0] - df[f"probe_{label}"] if len(base) else math.nan
-    cols = ["overlay", "probe_main", "chance_main", "suppression_main", "probe_alt", "chance_alt", "alt_classes",
-            "probe_coarse", "chance_coarse", "suppression_coarse", "feature_dim", "n_train", "n_test",
-            "features_s", "probe_s", "time_s"]
+        df[f"suppression_{label}"] = (base[f"probe_{label}"].iloc[0] - df[f"probe_{label}"] if len(base)
+                                      else math.nan)
+    cols = ["overlay", "probe_main", "chance_main", "suppression_main", "probe_alt", "chance_alt",
+            "alt_classes", "probe_coarse", "chance_coarse", "suppression_coarse", "feature_dim", "n_train",
+            "n_test", "features_s", "probe_s", "time_s"]
     df = df[cols]
     df.attrs.update(device=str(dev), probe=probe, seed=seed, subset=subset, test_subset=test_subset)
     return df
@@ -187,8 +189,8 @@ def slug(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in spec.replace(":", "-")).strip("-")[:80]
 
 
-def run(spec: str, *, overlays=OVERLAYS, subset=None, test_subset=None, probe="fast", device="auto", seed=None,
-        data_dir=None, out_dir=None, batch_size=None):
+def run(spec: str, *, overlays=OVERLAYS, subset=None, test_subset=None, probe="fast", device="auto",
+        seed=None, data_dir=None, out_dir=None, batch_size=None):
     """What the CLI and the notebook do: report, print, write ``out_dir``/suppression.csv and .png."""
     overlays = [overlays] if isinstance(overlays, str) else list(overlays)
     _check(overlays, subset, test_subset, probe, 0 if seed is None else seed)
@@ -197,24 +199,26 @@ def run(spec: str, *, overlays=OVERLAYS, subset=None, test_subset=None, probe="f
     encoder = load_encoder(spec, str(dev), seed=0 if seed is None else seed)
     (n_train, n_test, seed), why = default_settings(encoder, dev, subset, test_subset, seed)
     out = Path(out_dir or Path("runs") / "suppression" / slug(spec))
-    print(f"encoder: {encoder.description}\ndevice {dev}; overlays {', '.join(overlays)}; probe {probe}; seed {seed}\n"
+    print(f"encoder: {encoder.description}\ndevice {dev}; overlays {', '.join(overlays)}; probe {probe}; "
+          f"seed {seed}\n"
           f"images per overlay: {n_train or 'all'} train + {n_test or 'all'} test ({why}; "
           f"set --subset / --test-subset)\nout_dir {out}", flush=True)
-    table = report(encoder, overlays=overlays, subset=n_train, test_subset=n_test, probe=probe, device=str(dev),
-                   seed=seed, data_dir=data_dir, batch_size=batch_size, verbose=True)
+    table = report(encoder, overlays=overlays, subset=n_train, test_subset=n_test, probe=probe,
+                   device=str(dev), seed=seed, data_dir=data_dir, batch_size=batch_size, verbose=True)
     table.attrs.update(spec=spec, total_s=time.perf_counter() - t0, out_dir=str(out))
     rundir.atomic_write_text(out / "suppression.csv", table.to_csv(index=False))
     figure(table)
     print(table.round(3).to_string(index=False))
-    print(f"total {table.attrs['total_s']:.0f} s; wrote {out / 'suppression.csv'} and {out / 'suppression.png'}")
+    print(f"total {table.attrs['total_s']:.0f} s; wrote {out / 'suppression.csv'} and "
+          f"{out / 'suppression.png'}")
     return table
 
 
 def figure(table):
     """The bar chart of a ``run`` table, saved as ``suppression.png`` in its out_dir; returns the figure."""
     a, r = table.attrs, table.iloc[0]
-    fig = suppression_bars(table, f"{a.get('spec', '')}: {r.n_train} train / {r.n_test} test images per overlay, "
-                           f"{a['probe']} probe")
+    fig = suppression_bars(table, f"{a.get('spec', '')}: {r.n_train} train / {r.n_test} test images per "
+                           f"overlay, {a['probe']} probe")
     if a.get("out_dir"):
         rundir.save_figure(fig, Path(a["out_dir"]) / "suppression.png")  # closed: shown once in a notebook
     return fig
@@ -237,15 +241,18 @@ def main(argv=None, prog: str = "featdrop suppression") -> int:
                    f"{CPU_SUBSETS[0]}, CUDA {CUDA_SUBSETS[0]})")
     p.add_argument("--test-subset", type=int,
                    help=f"test images per overlay (CPU {CPU_SUBSETS[1]}, CUDA {CUDA_SUBSETS[1]})")
-    p.add_argument("--overlays", nargs="+", default=list(OVERLAYS), help="include none: suppression is relative to it")
+    p.add_argument("--overlays", nargs="+", default=list(OVERLAYS),
+                   help="include none: suppression is relative to it")
     p.add_argument("--probe", default="fast", choices=cfgmod.PROBES,
-                   help="fast: logistic regression on cached features; reference: 100 SGD epochs on expert views")
+                   help="fast: logistic regression on cached features; reference: 100 SGD epochs on expert "
+                        "views")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, help="overlay draws (default: a run's own seed, else 0)")
-    p.add_argument("--batch-size", type=int, help="images per forward pass (default 64 on CPU at ImageNet size)")
+    p.add_argument("--batch-size", type=int,
+                   help="images per forward pass (default 64 on CPU at ImageNet size)")
     p.add_argument("--data-dir", help="default: $FEATDROP_DATA, else ./data")
     p.add_argument("--out", help="output folder (default runs/suppression/<spec>)")
     a = p.parse_args(argv)
-    run(a.spec, overlays=a.overlays, subset=a.subset, test_subset=a.test_subset, probe=a.probe, device=a.device,
-        seed=a.seed, data_dir=a.data_dir, out_dir=a.out, batch_size=a.batch_size)
+    run(a.spec, overlays=a.overlays, subset=a.subset, test_subset=a.test_subset, probe=a.probe,
+        device=a.device, seed=a.seed, data_dir=a.data_dir, out_dir=a.out, batch_size=a.batch_size)
     return 0

@@ -27,7 +27,8 @@ def state(trainer) -> dict:
     return {"epoch": trainer.epoch, "config": dataclasses.asdict(trainer.cfg), "history": trainer.history,
             "encoder": trainer.encoder.state_dict(), "opt": trainer.opt.state_dict(),
             "viewmaker": trainer.viewmaker.state_dict() if trainer.viewmaker else None,
-            "aux": trainer.aux.state_dict(), "vm_opt": trainer.vm_opt.state_dict() if trainer.vm_opt else None,
+            "aux": trainer.aux.state_dict(),
+            "vm_opt": trainer.vm_opt.state_dict() if trainer.vm_opt else None,
             "torch_rng": torch.get_rng_state()}
 
 
@@ -52,7 +53,8 @@ def read(path: Path, device) -> dict:
         ck["config"]
     except Exception as exc:  # truncated file, pickle error, not a checkpoint
         raise CheckpointError(
-            f"{path} is damaged or unreadable ({type(exc).__name__}: {exc}), so this run cannot resume from it. "
+            f"{path} is damaged or unreadable ({type(exc).__name__}: {exc}), "
+            f"so this run cannot resume from it. "
             f"To start over, move it aside first (mv {path} {path}.damaged) or use another out_dir; "
             f"nothing was deleted.") from None
     return ck

@@ -20,7 +20,8 @@ from .. import device as devmod
 from .. import probe
 
 MONITOR_TRAIN, MONITOR_TEST = 5000, 1000  # kNN monitor / health sizes (per epoch, cheap)
-HEALTH_PROBE_N, HEALTH_PROBE_ITERS = 2000, 100  # the health metrics' clean-feature probes: items, L-BFGS iterations
+# the health metrics' clean-feature probes: items, L-BFGS iterations
+HEALTH_PROBE_N, HEALTH_PROBE_ITERS = 2000, 100
 
 
 @torch.no_grad()
@@ -92,8 +93,10 @@ class Monitor:
         labelsets = [(name, ytr[itr], yte[ite], k) for name, ytr, yte, k in (
             ("main", split.labels, d.test.labels, d.num_classes),
             ("alt", split.alt_labels, d.test.alt_labels, d.num_alt_classes))]
-        out = {f"knn_{name}": probe.knn_accuracy(ftr, ytr, fte, yte, k, c.knn_k) for name, ytr, yte, k in labelsets}
-        t0 = time.perf_counter()  # the health metrics' own cost, beside the kNN monitor's (issue 11: < 10 % of an epoch)
+        out = {f"knn_{name}": probe.knn_accuracy(ftr, ytr, fte, yte, k, c.knn_k)
+               for name, ytr, yte, k in labelsets}
+        # the health metrics' own cost, beside the kNN monitor's (issue 11: < 10 % of an epoch)
+        t0 = time.perf_counter()
         # feature dropout: one draw of the run's own views of the monitor's test images
         g = torch.Generator(device=tr.device).manual_seed(c.seed * 100_003 + 50_000 + epoch)
         x, delta = one_view(tr, raw_te, g)

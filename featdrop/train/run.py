@@ -79,7 +79,8 @@ def main(argv=None, prog: str = "featdrop train") -> int:
     ap = argparse.ArgumentParser(prog=prog, description="Pretrain one run (expert or viewmaker views) and "
                                  "probe both labels; prints one line per epoch.", epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("fields", nargs="*", metavar="FIELD=VALUE", help="config fields, e.g. overlay=shapes seed=1")
+    ap.add_argument("fields", nargs="*", metavar="FIELD=VALUE",
+                    help="config fields, e.g. overlay=shapes seed=1")
     args = ap.parse_args(argv)
     _, params = fields.parse_assignments(args.fields, sweep=False)
     cfg = cfgmod.resolve(cfgmod.make(**params))

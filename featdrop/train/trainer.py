@@ -56,7 +56,8 @@ class Trainer:
                 self.viewmaker = Viewmaker(m.in_channels, cfg.budget, cfg.num_res_blocks, cfg.viewmaker_width,
                                            clamp=m.clamp if cfg.clamp else None).to(self.device)
         # supervised heads, trained with the encoder: a label-smoothed CE head and the autoencoder's decoder
-        n_sup = {None: 0, "coarse": 2, "main": self.data.num_classes, "alt": self.data.num_alt_classes}[cfg.supervise]
+        n_sup = {None: 0, "coarse": 2, "main": self.data.num_classes,
+                 "alt": self.data.num_alt_classes}[cfg.supervise]
         aux = {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
@@ -84,12 +85,13 @@ class Trainer:
         """compile: the viewmaker only. Its noise comes in as tensors, so it traces without graph breaks;
         compiling the encoder made the expert step slower on an H100 (9,538 → 6,237 img/s)."""
         if self.cfg.compile and not self.cuda:
-            warnings.warn("compile=True is a no-op on the CPU: torch.compile is only used on CUDA", stacklevel=3)
+            warnings.warn("compile=True is a no-op on the CPU: torch.compile is only used on CUDA",
+                          stacklevel=3)
         elif self.cfg.compile and self.viewmaker is not None:
             return torch.compile(self.viewmaker)
         elif self.cfg.compile:
-            warnings.warn("compile=True is a no-op for expert views: compiling the encoder made the step slower "
-                          "on an H100; only the viewmaker is compiled", stacklevel=3)
+            warnings.warn("compile=True is a no-op for expert views: compiling the encoder made the step "
+                          "slower on an H100; only the viewmaker is compiled", stacklevel=3)
         return self.viewmaker
 
     # ------------------------------------------------------------------ one step
@@ -98,11 +100,13 @@ class Trainer:
 
     def loss(self, x1, x2, labels=None, clean=None) -> tuple[torch.Tensor, dict]:
         """The objective on two views (encoder inputs) and its statistics (detached device tensors).
-        ``labels``: the batch's supervised labels; ``clean``: the clean encoder input (the decoder's target)."""
+        ``labels``: the batch's supervised labels; ``clean``: the clean encoder input (the decoder's
+        target)."""
         c = self.cfg
         stats: dict[str, torch.Tensor] = {}
         with self.autocast():
-            (p1, z1), (p2, z2) = (self.encoder.embed(devmod.channels_last(x)) for x in (x1, x2))  # pooled, (B, D)
+            (p1, z1), (p2, z2) = (self.encoder.embed(devmod.channels_last(x))
+                                  for x in (x1, x2))  # pooled, (B, D)
         total = torch.zeros((), device=self.device)
         if losses.OBJECTIVES[c.loss].term is not None:
             total = losses.contrastive_loss(c.loss, z1, z2, c, labels)
@@ -166,7 +170,8 @@ class Trainer:
                 "alt": split.alt_labels}[self.cfg.supervise]
 
     def clean_features(self, raw, n: int | None = None) -> torch.Tensor:
-        """Pooled encoder features (n, D) of the first n raw items (all by default), clean inputs, eval mode."""
+        """Pooled encoder features (n, D) of the first n raw items (all by default), clean inputs,
+        eval mode."""
         clean = self.data.modality.clean
         return probe.extract(self.encoder, lambda sl: devmod.channels_last(clean(raw[sl])),
                              len(raw) if n is None else n)
@@ -225,5 +230,6 @@ class Trainer:
                     ("viewmaker_loss", "vm_loss"), ("pos_acc", "pos_acc"), ("alt_dropped", "alt_dropped"),
                     ("overlay_budget_share", "overlay_share")) if key in row)
                 print(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.3f}{extra}  "
-                      f"{row['images_per_s']:.0f} img/s  kNN main {row['knn_main']:.3f} alt {row['knn_alt']:.3f}",
+                      f"{row['images_per_s']:.0f} img/s  kNN main {row['knn_main']:.3f} "
+                      f"alt {row['knn_alt']:.3f}",
                       flush=True)

@@ -74,7 +74,8 @@ class LogMel:
     def invert(self, x: torch.Tensor, n_iter: int = 64) -> torch.Tensor:
         """Normalised log-mel (B, 1, 64, 64) → waveform (B, T) by mel inversion + Griffin-Lim (to listen)."""
         power = 10 ** ((x[:, 0].float().cpu() * self.std + self.mean) / 10)
-        inv = torchaudio.transforms.InverseMelScale(N_FFT // 2 + 1, N_MELS, RATE, norm="slaney", mel_scale="slaney")
+        inv = torchaudio.transforms.InverseMelScale(N_FFT // 2 + 1, N_MELS, RATE, norm="slaney",
+                                                    mel_scale="slaney")
         gl = torchaudio.transforms.GriffinLim(n_fft=N_FFT, hop_length=HOP, power=2.0, n_iter=n_iter,
                                               rand_init=False)
         return gl(inv(power).clamp_min(0))

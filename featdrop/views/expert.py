@@ -74,7 +74,8 @@ def crop_params(n, g, dev, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 
     """torchvision's RandomResizedCrop draw: area ~ U(scale), log aspect ~ U(log ratio), the first of
     10 tries that fits, else the whole image. Returns x0, y0, w, h as fractions of the side, (n,) each."""
     area = scale[0] + (scale[1] - scale[0]) * torch.rand(n, tries, generator=g, device=dev)
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, tries, generator=g, device=dev)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, tries, generator=g,
+                                                                                          device=dev)
     tw, th = torch.sqrt(area * torch.exp(log_r)), torch.sqrt(area * torch.exp(-log_r))
     fits = (tw <= 1) & (th <= 1)
     first = fits.to(torch.uint8).argmax(1, keepdim=True)  # index of the first fitting try
@@ -111,7 +112,8 @@ def hue_matrix(h: torch.Tensor) -> torch.Tensor:
     """(n, 3, 3) rotation of RGB space by h turns about the grey axis (1, 1, 1)/√3 (Rodrigues)."""
     theta = 2 * math.pi * h
     k = torch.full((3,), 3 ** -0.5, device=h.device)
-    K = torch.tensor([[0.0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=h.device) * k[0]  # cross-product matrix of k
+    # cross-product matrix of k
+    K = torch.tensor([[0.0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=h.device) * k[0]
     eye = torch.eye(3, device=h.device)
     return eye + torch.sin(theta)[:, None, None] * K + (1 - torch.cos(theta))[:, None, None] * (K @ K)
 
@@ -138,7 +140,8 @@ def jitter_affine(mean_rgb, g, b=0.4, c=0.4, s=0.4, hue=0.1, p=0.8):
         M = torch.where(op == 0, fb[:, None, None] * eye,
             torch.where(op == 1, fc[:, None, None] * eye,
             torch.where(op == 2, sat_m, torch.where(op == 3, hue_m, eye))))
-        offset = torch.where(op[:, :, 0] == 1, ((1 - fc) * grey_level)[:, None].expand(n, 3), torch.zeros_like(t))
+        offset = torch.where(op[:, :, 0] == 1, ((1 - fc) * grey_level)[:, None].expand(n, 3),
+                             torch.zeros_like(t))
         A, t = M @ A, (M @ t[..., None])[..., 0] + offset
     return A, t
 

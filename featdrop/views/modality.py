@@ -99,9 +99,10 @@ def _load_audio(cfg: Config, device: torch.device) -> Data:
     noise = [r.to(device) for r in audio_data.load_noise(cfg.data_dir, names, cfg.noise_volume)]
     two = cfg.noise_draw == "independent"
     kw = dict(seed=cfg.seed, two_per_item=two, device=device)
-    train = audio_data.SpokenDigitSet(clips, cfg.audio_dataset, "train", noise, names, subset=size(cfg.subset), **kw)
-    test = audio_data.SpokenDigitSet(clips, cfg.audio_dataset, "test", noise, names, subset=size(cfg.test_subset),
-                                     **kw)
+    train = audio_data.SpokenDigitSet(clips, cfg.audio_dataset, "train", noise, names,
+                                      subset=size(cfg.subset), **kw)
+    test = audio_data.SpokenDigitSet(clips, cfg.audio_dataset, "test", noise, names,
+                                     subset=size(cfg.test_subset), **kw)
     shared = set(train.speakers) & set(test.speakers)
     if shared:
         raise RuntimeError(f"speakers {sorted(shared)} are in both the train and the test split")

@@ -24,7 +24,8 @@ def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
 
 
 def conv_in_relu(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(conv(cin, cout, k, stride), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
+    return nn.Sequential(conv(cin, cout, k, stride), nn.InstanceNorm2d(cout, affine=True),
+                         nn.ReLU(inplace=True))
 
 
 class ResidualBlock(nn.Module):

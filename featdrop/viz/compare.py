@@ -42,7 +42,8 @@ def suppression_curve(df, x: str, lines=("views",), title: str = ""):
     for ax, (key, name) in zip(axes[0], panels):
         for gkey, g in groups:
             stats = g.groupby(x)[f"probe_{key}"].agg(["mean", "std"]).sort_index()
-            xs, mean, sd = stats.index.to_numpy(float), stats["mean"].to_numpy(), stats["std"].fillna(0).to_numpy()
+            xs, mean, sd = (stats.index.to_numpy(float), stats["mean"].to_numpy(),
+                            stats["std"].fillna(0).to_numpy())
             label = " / ".join(map(str, gkey if isinstance(gkey, tuple) else (gkey,)))
             (line,) = ax.plot(xs, mean, "o-", label=label or "runs")
             ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -61,7 +62,8 @@ def suppression_curve(df, x: str, lines=("views",), title: str = ""):
 HEALTH_KEYS = (("loss", "training loss"), ("pos_acc", "pos_acc: positive is the nearest"),
                ("alt_dropped", "alt_dropped: views that drop the overlay"),
                ("main_dropped", "main_dropped: views that drop the class"),
-               ("overlay_budget_share", "share of |δ| on the overlay"), ("knn_main", "kNN, main label (monitor)"))
+               ("overlay_budget_share", "share of |δ| on the overlay"),
+               ("knn_main", "kNN, main label (monitor)"))
 
 
 def health_curves(groups: dict[str, list[list[dict]]], keys=HEALTH_KEYS, title: str = ""):
@@ -84,9 +86,11 @@ def health_curves(groups: dict[str, list[list[dict]]], keys=HEALTH_KEYS, title: 
             ep = np.arange(1, n + 1)
             (line,) = ax.plot(ep, np.nanmean(arr, 0), "o-", markersize=3, color=colour[label],
                               label=f"{label} (n={len(runs)})")
-            ax.fill_between(ep, np.nanmin(arr, 0), np.nanmax(arr, 0), color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.fill_between(ep, np.nanmin(arr, 0), np.nanmax(arr, 0), color=line.get_color(), alpha=0.15,
+                            linewidth=0)
             if key == "overlay_budget_share":
-                area = np.array([[r.get("overlay_area_share", np.nan) for r in h[:n]] for h in runs], dtype=float)
+                area = np.array([[r.get("overlay_area_share", np.nan) for r in h[:n]] for h in runs],
+                                dtype=float)
                 ax.plot(ep, np.nanmean(area, 0), ":", color=line.get_color(), linewidth=1)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
@@ -101,7 +105,8 @@ def health_curves(groups: dict[str, list[list[dict]]], keys=HEALTH_KEYS, title: 
 
 
 def suppression_bars(table, title: str = ""):
-    """Main, alternate and coarse probe accuracy per overlay, chance dotted, suppression under each overlay."""
+    """Main, alternate and coarse probe accuracy per overlay, chance dotted, suppression under each
+    overlay."""
     x = np.arange(len(table))
     bars = (("main", "CIFAR-10 class (main)", "C0"), ("alt", "overlay (alternate)", "C1"),
             ("coarse", "vehicle / animal (coarse)", "C2"))
@@ -110,7 +115,8 @@ def suppression_bars(table, title: str = ""):
     for j, (label, text, colour) in enumerate(bars):
         xs = x + (j - 1) * width
         acc, chance = table[f"probe_{label}"].to_numpy(float), table[f"chance_{label}"].to_numpy(float)
-        ax.bar(xs, np.nan_to_num(acc), width, color=colour, alpha=0.55 if label == "coarse" else 1, label=text)
+        ax.bar(xs, np.nan_to_num(acc), width, color=colour, alpha=0.55 if label == "coarse" else 1,
+               label=text)
         ax.hlines(chance, xs - width / 2, xs + width / 2, colors="k", linestyles=":",
                   label="chance" if j == 0 else None)
         for xi, a, c in zip(xs, acc, chance):  # the value above the bar and its chance line

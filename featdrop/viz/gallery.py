@@ -24,14 +24,16 @@ EXAMPLES = """examples:
 
 
 def main(argv=None, prog: str = "featdrop gallery") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description="Draw 32 test images of each overlay, titled with both "
-                                 "labels.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=prog, description="Draw 32 test images of each overlay, titled with "
+                                 "both labels.", epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=config.default_data_dir(), help="default: $FEATDROP_DATA or ./data")
     ap.add_argument("--out", default="docs", help="folder for gallery_<overlay>.png")
     ap.add_argument("--overlays", nargs="+", default=list(IMAGE_OVERLAYS), choices=IMAGE_OVERLAYS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=float, default=1.0, help="overlay scale; smaller = harder to see")
-    ap.add_argument("--opacity", type=float, default=1.0, help="multiplies the overlay alpha; lower = fainter")
+    ap.add_argument("--opacity", type=float, default=1.0,
+                    help="multiplies the overlay alpha; lower = fainter")
     args = ap.parse_args(argv)
     for name in args.overlays:
         fig = gallery_figure(name, args.data_dir, args.seed, size=args.size, opacity=args.opacity)

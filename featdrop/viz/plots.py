@@ -54,7 +54,8 @@ def loss_curves(history: list[dict]):
     ax2.set_ylabel("kNN accuracy (monitor)")
     ax2.set_ylim(0, 1)
     ax2.legend(fontsize=8)
-    curves = (("pos_acc", "positive found (pos_acc)", "o-"), ("alt_dropped", "views dropping the alt label", "s-"),
+    curves = (("pos_acc", "positive found (pos_acc)", "o-"),
+              ("alt_dropped", "views dropping the alt label", "s-"),
               ("main_dropped", "views dropping the main label", "^-"),
               ("overlay_budget_share", "share of |δ| on the overlay", "D-"),
               ("overlay_area_share", "overlay's share of the area", "k:"))
@@ -70,7 +71,8 @@ def loss_curves(history: list[dict]):
     return fig
 
 
-def view_grid(originals: torch.Tensor, views: list[torch.Tensor], perturbations: list[torch.Tensor] | None = None,
+def view_grid(originals: torch.Tensor, views: list[torch.Tensor],
+              perturbations: list[torch.Tensor] | None = None,
               titles: list[list[str]] | None = None, amplify: float = 5.0, spectrogram: bool = False):
     """Rows = examples; columns = the original, then each view (and, for a viewmaker, each view's
     perturbation δ amplified ``amplify``× around grey). Images in [0, 1] or uint8, (N, C, H, W)."""
@@ -99,14 +101,16 @@ def probe_bars(metrics: dict, title: str = ""):
     """Linear-probe and kNN accuracy for the main, the alternate and (CIFAR-10) the coarse label, with
     chance marked. The alternate label is left out when it is constant (overlay "none")."""
     labels = {"main": "main label", "alt": "alternate label", "coarse": "coarse label"}
-    names = [n for n in labels if f"probe_{n}" in metrics and not (n == "alt" and metrics.get("chance_alt") == 1.0)]
+    names = [n for n in labels
+             if f"probe_{n}" in metrics and not (n == "alt" and metrics.get("chance_alt") == 1.0)]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(1.5 + 1.5 * len(names), 3.5))
     ax.bar(x - 0.2, [metrics[f"probe_{n}"] for n in names], 0.4, label="linear probe")
     if all(f"knn_{n}" in metrics for n in names):
         ax.bar(x + 0.2, [metrics[f"knn_{n}"] for n in names], 0.4, label="kNN")
     for i, (xi, n) in enumerate(zip(x, names)):
-        ax.hlines(metrics[f"chance_{n}"], xi - 0.4, xi + 0.4, colors="k", linestyles=":", label="chance" if i == 0 else None)
+        ax.hlines(metrics[f"chance_{n}"], xi - 0.4, xi + 0.4, colors="k", linestyles=":",
+                  label="chance" if i == 0 else None)
     ax.set_xticks(x, [labels[n] for n in names])
     ax.set_ylim(0, 1)
     ax.set_ylabel("test accuracy")
@@ -131,6 +135,7 @@ def spectrograms(split, n: int = 16, cols: int = 8):
             ax.imshow(db[i].numpy(), origin="lower", aspect="auto", cmap="magma")
             j = int(pick[i])
             ax.set_title(f"digit {int(split.labels[j])}\n{names[int(split.alt_labels[j])]}", fontsize=8)
-    fig.suptitle("log-mel spectrograms (64 mels × 64 frames, dB): spoken digit / background noise", fontsize=10)
+    fig.suptitle("log-mel spectrograms (64 mels × 64 frames, dB): spoken digit / background noise",
+                 fontsize=10)
     fig.tight_layout()
     return fig
