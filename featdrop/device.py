@@ -43,6 +43,27 @@ def describe(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def environment(device: torch.device) -> dict:
+    """What decides a run's last digits besides its config: package versions, threads, and the CPU kernels'
+    instruction set (torch picks AVX-512 or AVX2 kernels by the CPU; oneDNN does too), for metrics.json."""
+    import platform
+
+    import numpy
+    import PIL
+    import scipy
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    return {"torch_version": torch.__version__, "numpy_version": numpy.__version__,
+            "scipy_version": scipy.__version__,
+            "pillow_version": PIL.__version__, "python_version": platform.python_version(),
+            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_model": model, "device_name": describe(device)}
+
+
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA; a no-op elsewhere (CPU runs are fp32)."""
     if enabled and device.type == "cuda":
@@ -50,9 +71,10 @@ def autocast(device: torch.device, enabled: bool = True):
     return nullcontext()
 
 
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """A 4-d CUDA tensor in channels_last (what cuDNN's fast convolutions want); anything else unchanged."""
-    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda and x.dim() == 4 else x
+def channels_last(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+    """A 4-d tensor in channels_last (what cuDNN's and oneDNN's fast convolutions want) when ``enabled``;
+    anything else unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if enabled and x.dim() == 4 else x
 
 
 def sync(device: torch.device) -> None:

@@ -32,6 +32,11 @@ class NonFiniteLossError(FeatdropError, RuntimeError):
     """The loss (or a final metric) became non-finite; the message says which checkpoint is kept."""
 
 
+class DiskError(FeatdropError, OSError):
+    """A run's file could not be written (no space left, a read-only file system); the message names the file
+    and what is kept."""
+
+
 class SpecError(ConfigError):
     """An encoder spec or a suppression-report argument is invalid."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import typing
 from typing import Any
 
 from . import config
@@ -21,24 +20,15 @@ def check_field(name: str) -> None:
                           + f"; known fields: {', '.join(config.field_names())}")
 
 
-def _types(name: str) -> tuple:
-    hint = typing.get_type_hints(config.Config)[name]
-    return typing.get_args(hint) or (hint,)
-
-
-def _type_names(types: tuple) -> str:
-    return " or ".join("None" if t is type(None) else t.__name__ for t in types)
-
-
 def parse_value(name: str, text: str) -> Any:
     """A command-line value as the field's annotated type: True/False, None, int, float or str (tried in
     the annotation's order, so ``subset`` (int | str | None) reads "5000" as 5000 and "all" as "all")."""
     check_field(name)
-    types, t = _types(name), text.strip()
+    types, t = config._types(name), text.strip()
     if t == "None":
         if type(None) in types:
             return None
-        raise ConfigError(f"{name}=None is invalid: {name} is {_type_names(types)}, not optional")
+        raise ConfigError(f"{name}=None is invalid: {name} is {config.type_names(types)}, not optional")
     for typ in types:
         if typ is bool and t in ("True", "False", "true", "false"):
             return t in ("True", "true")
@@ -51,7 +41,7 @@ def parse_value(name: str, text: str) -> Any:
                 pass
         if typ is str and t:
             return t
-    allowed = "True or False" if bool in types else _type_names(types)
+    allowed = "True or False" if bool in types else config.type_names(types)
     raise ConfigError(f"{name}={text!r} is invalid: expected {allowed}")
 
 

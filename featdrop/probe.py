@@ -31,11 +31,14 @@ def extract(encoder: nn.Module, inputs, n: int, batch: int = 1024, prepool: bool
 class LinearProbe:
     """Multinomial logistic regression on standardised features, fitted by full-batch L-BFGS."""
 
-    def __init__(self, train_x, train_y, num_classes: int, l2: float = 1e-4, iters: int = 200):
+    def __init__(self, train_x, train_y, num_classes: int, l2: float = 1e-4, iters: int = 200, init=None):
+        """``init``: (w, b) of an earlier fit to start from (a warm start: the monitor refits each epoch on
+        features that moved a little); zeros otherwise."""
         self.mean, self.std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
         a = (train_x - self.mean) / self.std
-        self.w = torch.zeros(a.shape[1], num_classes, device=a.device, requires_grad=True)
-        self.b = torch.zeros(num_classes, device=a.device, requires_grad=True)
+        w0 = init[0] if init is not None else torch.zeros(a.shape[1], num_classes, device=a.device)
+        b0 = init[1] if init is not None else torch.zeros(num_classes, device=a.device)
+        self.w, self.b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([self.w, self.b], lr=1, max_iter=iters, history_size=20,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
 

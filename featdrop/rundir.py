@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import RunLockedError
+from .errors import CheckpointError, ConfigError, DiskError, RunLockedError
 
 
 @contextmanager
@@ -80,10 +80,71 @@ def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
+    """The rows of history.jsonl; CheckpointError naming the line when one is cut or not JSON."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise CheckpointError(f"{path} line {n} is cut or not JSON (a full disk, an editor?): run "
+                                      f"the same command again to rewrite it from the run's checkpoint.pt"
+                                      ) from None
+    return rows
+
+
+def history_intact(path: str | os.PathLike, rows: list[dict]) -> bool:
+    """history.jsonl holds exactly ``rows`` (the checkpoint's history)."""
+    try:
+        return read_history(path) == json.loads(json.dumps(rows, default=_jsonable))
+    except CheckpointError:
+        return False
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """ConfigError before any work when ``out_dir`` cannot hold a run: it is a file, or it (or the folder it
+    would be made in) cannot be written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"config field 'out_dir' = {str(out)!r} is invalid: it is a file; allowed a "
+                          f"directory, existing or new")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        why = "a read-only file system" if _read_only(parent) else "no write permission"
+        raise ConfigError(f"config field 'out_dir' = {str(out)!r} is invalid: {parent} cannot be written "
+                          f"({why}); allowed a directory this process can write")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def remove_if_unused(out_dir: str | os.PathLike) -> None:
+    """Remove ``out_dir`` when it holds nothing but its released lock: what a run that never started left."""
+    out = Path(out_dir)
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME} and holder(out) is None:
+        (out / LOCK_NAME).unlink(missing_ok=True)
+        out.rmdir()
+
+
+def disk_error(exc: BaseException, path: Path, kept: str) -> DiskError | None:
+    """A DiskError naming ``path`` and what is ``kept`` when ``exc`` is a failed write for lack of space or a
+    read-only file system (torch.save reports a full disk as a RuntimeError); None for other errors."""
+    text = str(exc)
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "unexpected pos" in text or "No space left" in text
+    ro = getattr(exc, "errno", None) == errno.EROFS
+    if not (full or ro):
+        return None
+    what = "no space left on device" if full else "read-only file system"
+    return DiskError(f"{what}: writing {path} failed; {kept}")
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
@@ -94,6 +155,21 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
+
+
+@contextmanager
+def waiting_lock(path: str | os.PathLike):
+    """An exclusive flock on ``path`` (created if needed) that waits for another holder: for work that must
+    happen once however many processes need it at the same time (training a cached oracle)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def all_finite(d: dict) -> bool:

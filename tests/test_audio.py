@@ -248,8 +248,8 @@ def test_offline_fsdd_copy():
 
 
 # ------------------------------------------------------------------------------------------ runs
-TINY = dict(overlay="noise", preset="quick", epochs=1, subset=64, test_subset=32, batch_size=32,
-            viewmaker_width=8, progress=False, knn_k=20)
+TINY = dict(overlay="noise", preset="quick", oracles=False, epochs=1, subset=64, test_subset=32,
+            batch_size=32, viewmaker_width=8, progress=False, knn_k=20)
 
 
 def test_tiny_pretraining_run_writes_finite_metrics(tiny_dir, tmp_path):
@@ -260,11 +260,25 @@ def test_tiny_pretraining_run_writes_finite_metrics(tiny_dir, tmp_path):
     assert m["overlay"] == "noise" and abs(m["chance_alt"] - 11 / 32) < 1e-6
 
 
+def test_audio_oracles_read_the_noise_type_and_the_digit(tiny_dir, tmp_path, monkeypatch):
+    from featdrop.oracles import store
+
+    monkeypatch.setattr(store, "STEPS", {k: 20 for k in store.STEPS})          # a few steps: the plumbing
+    monkeypatch.setattr(store, "path", lambda cfg, label: tmp_path / f"{store.key(cfg, label)}.pt")
+    m = train.pretrain(views="viewmaker", data_dir=str(tiny_dir), out_dir=str(tmp_path / "run"),
+                       **{**TINY, "oracles": True})
+    assert 0 <= m["alt_destroyed"] <= 1 and 0 <= m["main_destroyed"] <= 1
+    assert m["oracle_accuracy_alt"] > 0.5   # the noise type is loud: 20 steps read it above chance (1/3)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert "alt_destroyed" in history[-1] and "main_destroyed" in history[-1]
+    names = sorted(p.name for p in tmp_path.glob("*.pt"))
+    assert len(names) == 2 and all("babble+traffic+machinery" in n for n in names)
+
+
 def test_pretrain_notebook_runs_with_noise_and_the_viewmaker(tiny_dir, tmp_path):
     papermill = pytest.importorskip("papermill")
     run = tmp_path / "run"
     params = dict(TINY, views="viewmaker", noise_draw="independent", data_dir=str(tiny_dir), out_dir=str(run))
-    params.pop("knn_k")
     papermill.execute_notebook(str(ROOT / "notebooks" / "pretrain.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
     metrics = json.loads((run / "metrics.json").read_text())

@@ -85,8 +85,8 @@ def test_a_runs_encoder_loads_without_its_data_or_a_trainer(tmp_path, data_dir, 
     from featdrop.probing.encoders import load_encoder
 
     run = tmp_path / "run"
-    train.pretrain(overlay="shapes", preset="quick", subset=128, test_subset=64, batch_size=64, epochs=1,
-                   progress=False, device="cpu", data_dir=data_dir, out_dir=str(run))
+    train.pretrain(overlay="shapes", preset="quick", oracles=False, knn_k=20, subset=128, test_subset=64,
+                   batch_size=64, epochs=1, progress=False, device="cpu", data_dir=data_dir, out_dir=str(run))
     trained = torch.load(run / "checkpoint.pt", weights_only=False)["encoder"]
 
     def no_data(*a, **k):

@@ -98,8 +98,9 @@ def test_resumed_cuda_run_is_close_to_an_uninterrupted_one(tmp_path, data_dir, v
 @pytest.mark.parametrize("views", ["expert", "viewmaker"])
 def test_short_paper_preset_run_writes_its_metrics(tmp_path, data_dir, views):
     run = tmp_path / "run"
-    m = train.pretrain(preset="paper", device="cuda", overlay="shapes", views=views, subset=512,
-                       test_subset=256, epochs=1, progress=False, data_dir=data_dir, out_dir=str(run))
+    m = train.pretrain(preset="paper", device="cuda", oracles=False, overlay="shapes", views=views,
+                       subset=512, test_subset=256, epochs=1, progress=False, data_dir=data_dir,
+                       out_dir=str(run))
     saved = rundir.read_json(run / "metrics.json")
     for key in ("probe_main", "probe_alt", "knn_main", "knn_alt"):
         assert 0 <= saved[key] <= 1 and saved[key] == pytest.approx(m[key])

@@ -16,8 +16,8 @@ from featdrop import cli, config, errors, fields, rundir, train
 from featdrop.errors import ConfigError
 from featdrop.lab import launch, plan
 
-TINY = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=2,
-            encoder="convnet", viewmaker_width=8, device="cpu")
+TINY = dict(overlay="shapes", preset="quick", oracles=False, subset=256, test_subset=128, batch_size=64,
+            epochs=2, encoder="convnet", viewmaker_width=8, device="cpu")
 HOLD = "import sys, time; from featdrop import rundir; rundir.acquire(sys.argv[1]); " \
        "print('held', flush=True); time.sleep(300)"
 
@@ -60,7 +60,7 @@ def test_a_comma_list_sweeps_a_single_value_fixes_and_names_follow_the_command_l
     (["out_dir=a,b"], ["out_dir cannot be a grid field", "--runs-dir"]),
     (["seed=0"], ["nothing is swept"]),
     (["overlay=shapes,bogus"], ["cell overlay-bogus", "'overlay' = 'bogus'", "one of none, shapes"]),
-    (["seed=0,1", "overlay_opacity=2"], ["cell seed-0", "'overlay_opacity' = 2.0", "(0, 1]"]),
+    (["seed=0,1", "overlay_opacity=2"], ["cell seed-0", "'overlay_opacity' = 2.0", "[0, 1]"]),
     (["seed=0,1", "epochs=1.5"], ["epochs='1.5'", "expected int or None"]),
     (["seed=0,1", "device=cuda:1"], ["the grid places cells on GPUs itself"]),
     (["--shard", "3/2", "seed=0,1"], ["--shard 3/2", "0 <= i < n"]),

@@ -79,7 +79,8 @@ def test_knn_monitor_samples_class_ordered_data_at_random(monkeypatch, tmp_path)
         return Split(images, labels, labels % 3, images, labels // 5)
 
     train_split, test_split = sorted_split(1000), sorted_split(500)
-    data = Data(image_modality(), type("T", (), {"draw": lambda self, d: train_split})(),
+    data = Data(image_modality(), type("T", (), {"draw": lambda self, d: train_split,
+                                                 "labels": train_split.labels})(),
                          test_split, 10, 3)
     cfg = config.make(overlay="shapes", preset="quick", device="cpu", batch_size=64, knn_k=20,
                       out_dir=str(tmp_path))

@@ -19,8 +19,8 @@ from conftest import ROOT, needs_cifar, untimed
 from featdrop import rundir, train
 
 # a few seconds an epoch on two CPU cores (8 steps of 64, then the monitor); the whole test about a minute
-FIELDS = dict(overlay="shapes", views="expert", preset="quick", subset=512, test_subset=256, batch_size=64,
-              epochs=3, encoder="convnet", knn_k=20, progress=False, device="cpu")
+FIELDS = dict(overlay="shapes", views="expert", preset="quick", oracles=False, subset=512, test_subset=256,
+              batch_size=64, epochs=3, encoder="convnet", knn_k=20, progress=False, device="cpu")
 FIRST_EPOCH_TIMEOUT = 600  # s: interpreter start, imports, data load and one epoch, on a busy machine
 KILL_AFTER = 0.3           # into epoch 2, as a fraction of epoch 1's training time
 KEYS = ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss")

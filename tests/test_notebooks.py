@@ -11,7 +11,8 @@ from featdrop import config
 # papermill and nbformat are imported where they are used, and each test says which one it needs: on an
 # image without papermill the notebooks are not executed, but the hygiene rules are still checked.
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-TINY = dict(preset="quick", epochs=1, subset=256, test_subset=128, batch_size=64, progress=False)
+TINY = dict(preset="quick", oracles=False, epochs=1, subset=256, test_subset=128, batch_size=64,
+            progress=False)
 
 
 def execute(name, tmp_path, **params):

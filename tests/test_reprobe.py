@@ -10,8 +10,8 @@ from featdrop import cli, rundir, train
 from featdrop.errors import ConfigError
 from featdrop.probing import reprobe
 
-TINY = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=1,
-            encoder="convnet", viewmaker_width=8, knn_k=20, progress=False, device="cpu")
+TINY = dict(overlay="shapes", preset="quick", oracles=False, subset=256, test_subset=128, batch_size=64,
+            epochs=1, encoder="convnet", viewmaker_width=8, knn_k=20, progress=False, device="cpu")
 CONVNET_WIDTH = 256  # the ConvNet's pooled features
 
 

@@ -9,8 +9,8 @@ from conftest import needs_cifar
 from featdrop import config, errors, rundir, train
 from featdrop.config import ConfigError
 
-TINY = dict(overlay="shapes", subset=256, test_subset=128, batch_size=64, epochs=2, encoder="convnet",
-            viewmaker_width=8, progress=False, knn_k=20, device="cpu")
+TINY = dict(overlay="shapes", oracles=False, subset=256, test_subset=128, batch_size=64, epochs=2,
+            encoder="convnet", viewmaker_width=8, progress=False, knn_k=20, device="cpu")
 
 
 @needs_cifar

@@ -10,8 +10,8 @@ from featdrop import config, train
 from featdrop.config import ConfigError
 from featdrop.data import base as data
 
-TINY = dict(overlay="shapes", subset=256, test_subset=128, batch_size=64, epochs=1, encoder="convnet",
-            viewmaker_width=8, progress=False, knn_k=20, device="cpu", preset="quick")
+TINY = dict(overlay="shapes", oracles=False, subset=256, test_subset=128, batch_size=64, epochs=1,
+            encoder="convnet", viewmaker_width=8, progress=False, knn_k=20, device="cpu", preset="quick")
 
 
 def test_coarse_mapping_is_thanos_sparse2coarse():

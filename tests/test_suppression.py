@@ -66,9 +66,9 @@ def test_run_spec_reproduces_the_runs_own_probe_numbers_through_the_cli(tmp_path
     from featdrop import train
 
     run = tmp_path / "run"
-    metrics = train.pretrain(overlay="shapes", views="expert", preset="quick", subset=256, test_subset=128,
-                             batch_size=64, epochs=1, encoder="convnet", progress=False, device="cpu",
-                             data_dir=data_dir, out_dir=str(run))
+    metrics = train.pretrain(overlay="shapes", views="expert", preset="quick", oracles=False, subset=256,
+                             test_subset=128, batch_size=64, epochs=1, encoder="convnet", progress=False,
+                             device="cpu", data_dir=data_dir, out_dir=str(run))
     out = tmp_path / "report"
     assert cli.main(["suppression", f"run:{run}", "--overlays", "none", "shapes", "--out", str(out),
                      "--data-dir", data_dir]) == 0

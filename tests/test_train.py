@@ -11,8 +11,8 @@ from featdrop.views import expert as views
 
 # device="cpu": the bit-equality below holds for fp32 CPU runs; on CUDA (bf16 autocast, cuDNN) a resumed run
 # is only close to an uninterrupted one (tests/test_cuda.py states the tolerance).
-TINY = dict(overlay="shapes", subset=256, test_subset=128, batch_size=64, epochs=2, encoder="convnet",
-            viewmaker_width=8, progress=False, knn_k=20, device="cpu")
+TINY = dict(overlay="shapes", oracles=False, subset=256, test_subset=128, batch_size=64, epochs=2,
+            encoder="convnet", viewmaker_width=8, progress=False, knn_k=20, device="cpu")
 
 
 def test_a_few_steps_on_one_batch_lower_the_loss():

@@ -42,6 +42,7 @@ from theory.simulation import (  # noqa: E402
     DT,
     SIM_DT,
     Setting,
+    check,
     clean,
     infonce_grad,
     mix,
@@ -53,7 +54,7 @@ from theory.simulation import (  # noqa: E402
 )
 from theory.sweep import half_point, save, sweep, table  # noqa: E402
 
-__all__ = ["DT", "SIM_DT", "Setting", "block_spectra", "class_spectrum", "clean", "critical_ps",
+__all__ = ["DT", "SIM_DT", "Setting", "block_spectra", "check", "class_spectrum", "clean", "critical_ps",
            "cross_view_matrix", "half_point", "infonce_grad", "main", "mix", "p_star", "plot_accuracy",
            "plot_norms", "probe", "probe_accuracy", "save", "spectral_accuracy", "sweep", "table",
            "topk_space", "train", "v_count", "views", "world"]
@@ -61,7 +62,7 @@ __all__ = ["DT", "SIM_DT", "Setting", "block_spectra", "class_spectrum", "clean"
 
 def main(argv=None):
     d = Setting()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--alpha", type=float, default=d.alpha,
                     help="α, strong-feature scale; larger α = stronger suppression at p = 0")
@@ -92,7 +93,10 @@ def main(argv=None):
     cfg = replace(d, alpha=a.alpha, beta=a.beta, k=a.k, tau=a.tau, d1=a.d1, d2=a.d2, dn=a.dn,
                   sigma_a=a.sigma_a, steps=a.steps, lr=a.lr, wd=a.wd, batch=a.batch, drop=a.drop)
     t0 = time.time()
-    res = sweep(cfg, a.ps, a.seeds)
+    try:
+        res = sweep(cfg, a.ps, a.seeds)
+    except (ValueError, FloatingPointError) as e:  # a bad setting, or a diverging run: one line, exit 2
+        ap.error(str(e))
     out = save(res, a.out)
     print(table(res))
     print(f"\nsweep {res['wall_s']:.1f} s, total {time.time() - t0:.1f} s; wrote {out}")

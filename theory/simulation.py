@@ -11,7 +11,7 @@ All (p, seed) runs train together as one batched computation with analytic gradi
 per-seed torch.Generators shared by every p, so a run never depends on which other p's are in the sweep.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -43,6 +43,37 @@ class Setting:
     log_every: int = 25  # steps between weight-norm records (plus steps 1, 2, 4, ... below it)
     # evaluation
     n_probe: int = 5000  # clean samples for each of the probe's train and test sets
+
+
+def check(cfg: Setting, ps=(0.0,), seeds=(0,)) -> None:
+    """ValueError naming the setting, its value and what is allowed, before any training."""
+    for name, v in asdict(cfg).items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{name} = {v} is invalid: allowed a finite number")
+    d = cfg.d1 + cfg.d2 + cfg.dn
+    rules = [
+        ("d1, d2, dn", min(cfg.d1, cfg.d2, cfg.dn) >= 1, "dimensions of at least 1"),
+        ("k", 1 <= cfg.k <= d, f"an embedding dimension from 1 to the input's {d} (d1 + d2 + dn)"),
+        ("K", cfg.K >= 2, "at least 2 classes"),
+        ("alpha, beta", cfg.alpha > 0 and cfg.beta > 0, "positive feature scales"),
+        ("tau", cfg.tau > 0, "a positive temperature"),
+        ("sigma_a, sigma_n, s", min(cfg.sigma_a, cfg.sigma_n, cfg.s) >= 0, "non-negative noise scales"),
+        ("batch", cfg.batch >= 2, "at least 2 pairs (InfoNCE needs negatives)"),
+        ("steps", cfg.steps >= 1, "at least 1 step"),
+        ("lr", cfg.lr > 0, "a positive step size"),
+        ("wd", cfg.wd >= 0, "a non-negative weight decay"),
+        ("n_probe", cfg.n_probe >= cfg.K, f"at least K = {cfg.K} probe samples"),
+        ("drop", cfg.drop in ("u", "v"), "u or v"),
+        ("ps", len(ps) > 0 and all(math.isfinite(p) and 0 <= p <= 1 for p in ps), "dropout rates in [0, 1]"),
+        ("seeds", len(seeds) > 0 and all(int(s) == s and s >= 0 for s in seeds), "non-negative integers"),
+    ]
+    values = {"d1, d2, dn": (cfg.d1, cfg.d2, cfg.dn), "k": cfg.k, "K": cfg.K,
+              "alpha, beta": (cfg.alpha, cfg.beta), "tau": cfg.tau, "batch": cfg.batch, "steps": cfg.steps,
+              "sigma_a, sigma_n, s": (cfg.sigma_a, cfg.sigma_n, cfg.s), "lr": cfg.lr, "wd": cfg.wd,
+              "n_probe": cfg.n_probe, "drop": cfg.drop, "ps": list(ps), "seeds": list(seeds)}
+    for name, ok, allowed in rules:
+        if not ok:
+            raise ValueError(f"{name} = {values[name]} is invalid: allowed {allowed}")
 
 
 def _gen(seed: int, stream: int) -> torch.Generator:
@@ -141,7 +172,8 @@ def train(cfg: Setting, ps, seeds, chunk: int = 50):
             if (step % cfg.log_every == 0 or step == cfg.steps
                     or (step < cfg.log_every and step & (step - 1) == 0)):
                 if not torch.isfinite(loss).all():
-                    raise FloatingPointError(f"non-finite InfoNCE loss at step {step}")
+                    raise FloatingPointError(f"the InfoNCE loss became non-finite at step {step}: lower lr "
+                                             f"(now {cfg.lr:g}) or raise tau (now {cfg.tau:g})")
                 hist["step"].append(step)
                 for key, blk in (("norm_u", slice(0, cfg.d1)), ("norm_v", slice(cfg.d1, cfg.d1 + cfg.d2)),
                                  ("norm_n", slice(cfg.d1 + cfg.d2, d))):

@@ -10,7 +10,7 @@ import torch
 
 from .closed_form import p_star, spectral_accuracy
 from .figures import mean, plot_accuracy, plot_norms
-from .simulation import Setting, probe, train
+from .simulation import Setting, check, probe, train
 
 
 def half_point(ps, acc):
@@ -25,6 +25,7 @@ def half_point(ps, acc):
 
 def sweep(cfg: Setting, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seeds=(0, 1, 2), theory_grid: int = 41):
     """Train, probe and compare with the spectral closed form. Returns a JSON-ready dict."""
+    check(cfg, ps, seeds)  # a bad setting fails here, before any training
     t0, threads = time.time(), torch.get_num_threads()
     torch.set_num_threads(1)  # these small batched matmuls run slower on 2 threads than on 1; restored below
     try:

@@ -162,42 +162,78 @@ def _device_line(trainer, batch: int) -> str:
         (": other processes share these cores, so every figure is low)" if load > cores() - 0.5 else ")")
     return (f"device {name}; preset {cfg.preset}: encoder {cfg.encoder}, "
             f"viewmaker width {cfg.viewmaker_width}, "
-            f"batch {batch}, {'bf16 autocast + channels_last' if trainer.cuda else 'fp32'}")
+            f"batch {batch}, {'bf16 autocast' if trainer.cuda else 'fp32'}")
 
 
-def measure_steps(trainer, compiled, raw, g, timing: dict) -> dict:
-    """images/s of view generation and of both full steps, eager and (CUDA) compiled, each with a profile."""
-    cuda, batch, m = trainer.cuda, len(raw), trainer.data.modality
+# the memory layouts and compile settings measured side by side; compile: the viewmaker, by inductor
+MODES = {"contiguous": dict(channels_last=False), "channels_last": dict(channels_last=True),
+         "compiled": dict(channels_last=True, compile=True)}
 
-    def expert_step():  # what Trainer.step runs for views="expert"
-        return trainer.encoder_step(*(m.expert(raw, g), m.expert(raw, g)))
 
-    r = {"expert_views": rate(lambda: (m.expert(raw, g), m.expert(raw, g)), batch, **timing),
-         "viewmaker_views": rate(lambda: trainer.views(raw, g, grad=False), batch, **timing)}
+def side_by_side(fns: dict, batch: int, rounds: int, min_s: float, sync) -> tuple[dict, dict]:
+    """Warm each of ``fns`` up (two calls, timed: compilation happens here), then time them in alternating
+    blocks of at least ``min_s`` seconds, ``rounds`` times (ABCABC...), so a drifting machine hurts each
+    alike. Returns (images/s per name, warm-up seconds per name)."""
+    warm = {}
+    for name, fn in fns.items():
+        t = time.perf_counter()
+        fn()
+        fn()
+        sync()
+        warm[name] = time.perf_counter() - t
+    done = {name: [0, 0.0] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n, t = 0, time.perf_counter()
+            while n < 1 or time.perf_counter() - t < min_s:
+                fn()
+                sync()
+                n += 1
+            done[name][0] += n
+            done[name][1] += time.perf_counter() - t
+    return {name: batch * n / s for name, (n, s) in done.items()}, warm
+
+
+def measure_steps(trainers: dict, raw, g, args) -> dict:
+    """images/s of view generation and of both full steps in each memory/compile mode (``MODES``), side by
+    side, with the compile warm-up; a profile of the default mode; and the steps of one quick run."""
+    cuda, batch = next(iter(trainers.values())).cuda, len(raw)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    default = trainers["channels_last"]
+    m = default.data.modality
+    r = {"expert_views": rate(lambda: (m.expert(raw, g), m.expert(raw, g)), batch, cuda,
+                              min_s=args.min_seconds),
+         "viewmaker_views": rate(lambda: default.views(raw, g, grad=False), batch, cuda,
+                                 min_s=args.min_seconds)}
+    quick = config.PRESETS["quick"]
+    steps_per_run = quick["epochs"] * (quick["subset"] // batch)
     prof_label = "GPU busy" if cuda else "profiled self CPU"
-    print(f"\n  {'step':16s} {'mode':9s} {'images/s':>10s} {'ms/step':>9s}   "
-          f"{prof_label} ms/step (torch.profiler)")
-    steps = {"expert_step": expert_step, "viewmaker_step": lambda: trainer.step(raw, g)}
-    for key, fn in steps.items():
-        for mode in ("eager", "compiled"):
-            label = key.replace("_", " ")
-            skip = ("not measured on CPU (torch.compile is used on CUDA only)" if not cuda else
-                    "skipped (--no-compile)" if compiled is None else
-                    "= eager: compile=True compiles only the viewmaker "
-                    "(a compiled encoder was slower on an H100)"
-                    if key == "expert_step" else None)
-            if mode == "compiled" and skip:
-                print(f"  {label:16s} {mode:9s} {skip}")
-                continue
-            f = fn if mode == "eager" else (lambda: compiled.step(raw, g))
-            ips = rate(f, batch, **{**timing, "warmup": timing["warmup"] + (2 if mode == "compiled" else 0)})
-            ms = batch / ips * 1000
-            busy = profile_ms(f, cuda)
-            share = f" ({busy / ms:.0%} of the step)" if cuda else ""
-            r[f"{key}_{mode}"], r[f"{key}_{mode}_profile_ms"] = ips, busy
-            print(f"  {label:16s} {mode:9s} {ips:10,.0f} {ms:9.1f}   {busy:9.1f}{share}")
-    r["expert_step"], r["viewmaker_step"] = r["expert_step_eager"], r["viewmaker_step_eager"]
+    print(f"\n  {'step':15s} {'mode':14s} {'images/s':>9s} {'x contiguous':>12s} {'warm-up s':>10s}   "
+          f"a quick run's {steps_per_run} steps, warm-up included")
+    for kind in ("expert", "viewmaker"):
+        fns = {name: (lambda t=t: _step(t, kind, raw, g)) for name, t in trainers.items()}
+        ips, warm = side_by_side(fns, batch, args.rounds, args.min_seconds, sync)
+        for name in fns:
+            run_s = warm[name] + steps_per_run * batch / ips[name]
+            r[f"{kind}_step_{name}"], r[f"{kind}_step_{name}_warmup_s"] = ips[name], warm[name]
+            r[f"{kind}_quick_run_steps_{name}_s"] = run_s
+            ratio = ips[name] / ips["contiguous"]
+            print(f"  {kind + ' step':15s} {name:14s} {ips[name]:9,.0f} {ratio:11.2f}x {warm[name]:10.1f}   "
+                  f"{run_s:7.0f} s")
+        busy = profile_ms(fns["channels_last"], cuda)
+        r[f"{kind}_step_profile_ms"] = busy
+        print(f"  {'':15s} {prof_label} ms per channels_last step (torch.profiler): {busy:.1f}")
+    r["expert_step"], r["viewmaker_step"] = r["expert_step_channels_last"], r["viewmaker_step_channels_last"]
     return r
+
+
+def _step(trainer, kind: str, raw, g):
+    """One training step of ``kind``, with the trainer's own code (an expert step: two expert views and the
+    encoder step; a viewmaker step: Trainer.step)."""
+    if kind == "expert":
+        m = trainer.data.modality
+        return trainer.encoder_step(trainer.cl(m.expert(raw, g)), trainer.cl(m.expert(raw, g)))
+    return trainer.step(raw, g)
 
 
 def measure_reference(trainer, batch: int, workers: int) -> dict:
@@ -256,27 +292,28 @@ def main(argv=None, prog: str = "featdrop bench train") -> dict:
     ap.add_argument("--preset", default="auto", choices=config.PRESET_NAMES)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--min-steps", type=int, default=3, help="timed steps per measurement, at least")
-    ap.add_argument("--min-seconds", type=float, default=2.0, help="seconds per measurement, at least")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating timed blocks per mode")
+    ap.add_argument("--min-seconds", type=float, default=2.0, help="seconds per timed block, at least")
     ap.add_argument("--workers", type=int, default=cores(), help="DataLoader workers of the PIL baseline "
                     "(default: every core, as a reference run would use)")
     ap.add_argument("--concurrency", default="auto", help="k values for the concurrent-runs measurement, "
                     "e.g. 1,2,4 (auto: powers of 2 up to 8 on a GPU, up to the cores on a CPU); 0: skip")
     ap.add_argument("--concurrency-seconds", type=float, default=3.0, help="timed seconds per k")
-    ap.add_argument("--no-compile", action="store_true", help="skip the compiled measurements on CUDA")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="skip the compiled mode (its warm-up takes minutes on a CPU)")
     ap.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     common = dict(preset=args.preset, device=args.device, data_dir=args.data_dir, batch_size=args.batch)
-    trainer = synthetic_trainer(views="viewmaker", **common)  # the training code, synthetic batches
-    compiled = synthetic_trainer(views="viewmaker", compile=True, **common) \
-        if trainer.cuda and not args.no_compile else None
+    modes = {k: v for k, v in MODES.items() if not (args.no_compile and k == "compiled")}
+    # the training code on synthetic batches, once per mode
+    trainers = {name: synthetic_trainer(views="viewmaker", **common, **fields)
+                for name, fields in modes.items()}
+    trainer = trainers["channels_last"]
     print(_device_line(trainer, args.batch))
     raw = synthetic_batch(args.batch, trainer.device)
     g = torch.Generator(device=trainer.device).manual_seed(0)
-    timing = dict(cuda=trainer.cuda, warmup=3 if trainer.cuda else 1, min_steps=args.min_steps,
-                  min_s=args.min_seconds)
-    r = measure_steps(trainer, compiled, raw, g, timing)
+    r = measure_steps(trainers, raw, g, args)
     r.update(measure_reference(trainer, args.batch, args.workers))
     print_paths(r, args.workers)
     ks = default_ks(trainer.cuda) if args.concurrency == "auto" else \

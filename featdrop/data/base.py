@@ -48,6 +48,7 @@ class Overlay:
     size_max: float = 3.0              # largest overlay_size at which the overlay still fits the input
     budget: float = 0.05               # the viewmaker's default ε with this overlay (feature_dropout.md §1.4)
     budget_max: float = 1.0            # largest meaningful ε: image pixels live in [0, 1]
+    copies: int = 1                    # copies of the overlay per image; 4: one per quadrant (digits, letters)
     main_names: tuple[str, ...] = CIFAR10_CLASSES  # the main label's classes
 
     def alt_class_names(self, noise_classes: str | None = None) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import gzip
 import os
 import struct
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +57,30 @@ def _decode_cifar10(data_dir: Path, split: str, download: bool):
     import torchvision
 
     try:
-        ds = torchvision.datasets.CIFAR10(str(data_dir), train=split == "train", download=download)
+        with _tidy(data_dir):
+            ds = torchvision.datasets.CIFAR10(str(data_dir), train=split == "train", download=download)
     except Exception as exc:  # urllib errors, checksum errors, missing files
         raise _not_found("CIFAR-10", [folder, pickles], data_dir,
                          f"download failed: {type(exc).__name__}: {exc}") from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+@contextmanager
+def _tidy(data_dir: Path):
+    """A failed download leaves no empty folders behind: when ``data_dir`` did not exist before, the empty
+    folders torchvision made in it (and it) are removed again."""
+    existed = data_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and data_dir.is_dir():
+            for folder in sorted((p for p in data_dir.rglob("*") if p.is_dir()), reverse=True):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+            if not any(data_dir.iterdir()):
+                data_dir.rmdir()
+        raise
 
 
 def _decode_image_folder(folder: Path):
@@ -131,8 +150,9 @@ def load_mnist(data_dir: str | os.PathLike, split: str,
         import torchvision
 
         try:
-            torchvision.datasets.MNIST(str(data_dir), train=True, download=True)
-            torchvision.datasets.MNIST(str(data_dir), train=False, download=True)
+            with _tidy(data_dir):
+                torchvision.datasets.MNIST(str(data_dir), train=True, download=True)
+                torchvision.datasets.MNIST(str(data_dir), train=False, download=True)
             have = {s: _mnist_split(raw, s) for s in SPLITS}
         except Exception as exc:
             if have["test"] is None:

@@ -41,8 +41,8 @@ LETTER_RANGES = (((0, 6), (0, 6)), ((16, 21), (0, 6)), ((0, 6), (16, 21)), ((16,
 RECORDS = (
     Overlay("none", "image", alt_names=("–",)),
     Overlay("shapes", "image", alt_names=SHAPES),
-    Overlay("digits", "image", alt_names=DIGIT_NAMES, size_max=1.9),
-    Overlay("letters", "image", alt_names=LETTERS, size_max=1.0, budget=0.1),
+    Overlay("digits", "image", alt_names=DIGIT_NAMES, size_max=1.9, copies=4),
+    Overlay("letters", "image", alt_names=LETTERS, size_max=1.0, budget=0.1, copies=4),
 )
 OVERLAY_NAMES = tuple(r.name for r in RECORDS)
 

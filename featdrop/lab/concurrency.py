@@ -129,13 +129,18 @@ def choose_concurrency(rates: dict[int, float], tolerance: float = 0.05) -> int:
     return min(k for k, r in rates.items() if r >= (1 - tolerance) * best)
 
 
+def check_workers(workers) -> None:
+    """ConfigError unless ``workers`` is a positive integer or "auto"."""
+    if workers != "auto" and (isinstance(workers, bool) or not str(workers).isdigit() or int(workers) < 1):
+        raise ConfigError(f"--workers {workers}: expected a positive integer or auto")
+
+
 def choose_workers(workers, queue: list, gpu_ids: list[str], say) -> int:
     """Worker processes per device for a grid's ``queue`` of cells: ``workers`` as given, or for "auto" the
     fewest whose aggregate throughput is within 5 % of the best (measured on the queue's first viewmaker
     cell, the costliest kind)."""
+    check_workers(workers)
     if workers != "auto":
-        if isinstance(workers, bool) or not str(workers).isdigit() or int(workers) < 1:
-            raise ConfigError(f"--workers {workers}: expected a positive integer or auto")
         return int(workers)
     per_device = math.ceil(len(queue) / max(1, len(gpu_ids)))
     ks = default_ks(bool(gpu_ids), limit=per_device)

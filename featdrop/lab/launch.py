@@ -15,6 +15,7 @@ grouped by the other swept fields.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import signal
@@ -91,6 +92,7 @@ def run(runs_dir: str | os.PathLike, sweep: dict[str, list], fixed: dict | None 
     cores = concurrency.cores
 
     t0 = time.perf_counter()
+    concurrency.check_workers(workers)  # before planning: bad input fails whether or not work is queued
     every = plan(runs_dir, sweep, fixed)
     i, n = shard
     if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
@@ -189,8 +191,17 @@ def _launch(c: Cell, gpu: str | None, threads: int):
     log = open(c.dir / "grid.log", "a")
     job = json.dumps({"params": c.params, "threads": threads})
     proc = subprocess.Popen([sys.executable, "-m", "featdrop", "grid", "--run-cell", job], stdout=log,
-                            stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent)
     return proc, log
+
+
+def _die_with_parent() -> None:
+    """In the worker, before it starts: ask the kernel to send it SIGTERM when the launcher dies, however it
+    dies (kill -9 included), so no worker is left running as an orphan; its cell resumes on the next launch.
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _finish(c: Cell, rc: int, bar) -> str:
@@ -283,6 +294,10 @@ def main(argv=None, prog: str = "featdrop grid") -> int:
     if result.table is not None:
         print("\nlinear-probe accuracy, mean ± sd over seeds (finished cells of the whole grid):")
         print(result.table.to_string())
+        paired = tables.paired_suppression(result.runs)
+        if len(paired):
+            print("\nsuppression = control − run, seed by seed (control: overlay=none or overlay_opacity=0):")
+            print(tables.format_paired(paired).to_string(index=False))
     if result.failed:
         print(f"\nFAILED: {', '.join(result.failed)} (tracebacks in <cell>/error.txt under {args.runs_dir})",
               file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .. import config, fields
+from .. import config, fields, rundir
 from ..config import Config
 from ..errors import ConfigError
 from ..train import checkpoint
@@ -79,12 +79,27 @@ def plan(runs_dir: str | os.PathLike, sweep: dict[str, list], fixed: dict | None
             resolved = config.resolve(cfg, cuda_available=torch.cuda.is_available() and cfg.device != "cpu")
         except ConfigError as e:
             raise ConfigError(f"cell {name}: {e}") from None
+        _check_no_clash(name, out, resolved)
         cells.append(Cell(name, out, params, resolved))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ConfigError(f"two cells get the same directory name ({names}); use values that differ after "
                           f"replacing characters other than letters, digits and . + - by _")
     return cells
+
+
+def _check_no_clash(name: str, out: Path, cfg: Config) -> None:
+    """ConfigError at planning time when the cell's directory already holds a run of another config (another
+    grid over the same --runs-dir whose cells are named alike), instead of every worker failing later."""
+    if not (out / "config.json").exists():
+        return
+    diff = checkpoint.config_diff(rundir.read_json(out / "config.json"), cfg)
+    if diff:
+        field, (there, here) = next(iter(diff.items()))
+        more = f" (and {len(diff) - 1} more field(s))" if len(diff) > 1 else ""
+        raise ConfigError(f"cell {name} clashes with a run already in {out}: {field} = {there!r} there, "
+                          f"{here!r} in this grid{more}; use another --runs-dir, or sweep {field} too so "
+                          f"that the cells are named apart")
 
 
 def shard_cells(cells: list[Cell], i: int, n: int) -> list[Cell]:

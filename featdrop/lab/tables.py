@@ -79,6 +79,69 @@ def summary(df, by=None):
     return table.round(3)
 
 
+# ------------------------------------------------------------------------ suppression as a paired difference
+PAIRED = ("probe_main", "probe_coarse", "probe_alt", "knn_main", "knn_coarse", "knn_alt")
+OVERLAY_ONLY = ("overlay_size", "overlay_opacity", "overlay_resample")  # no effect when overlay="none"
+
+
+def _control_of(run, controls):
+    """The control run that differs from ``run`` only in overlay="none" (fields that only shape the overlay
+    ignored) or only in overlay_opacity=0, with the same seed; None when there is none."""
+    fields = [f for f in config.field_names() if f in run.index and f not in BOOKKEEPING and f != "seed"]
+    for _, c in controls.iterrows():
+        if c["seed"] != run["seed"]:
+            continue
+        if c["overlay"] == "none":
+            differ = [f for f in fields if f not in ("overlay", *OVERLAY_ONLY) and str(c[f]) != str(run[f])]
+        else:
+            differ = [f for f in fields if f != "overlay_opacity" and str(c[f]) != str(run[f])]
+        if not differ:
+            return c
+    return None
+
+
+def paired_suppression(df, metrics=PAIRED):
+    """Suppression as a paired difference, one row per cell (the runs that differ only in their seed):
+    ``suppression_<metric>`` = metric(control) − metric(run) for each seed, where the control is the run
+    with overlay="none" (or overlay_opacity=0) and everything else equal; mean, sd and a paired t-test over
+    the seeds (p, two-sided; NaN below 2 pairs). A cell whose runs have no control says so in ``partner``."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    is_control = (df["overlay"] == "none") | (df["overlay_opacity"].astype(float) == 0)
+    controls, runs = df[is_control], df[~is_control]
+    by = [f for f in varying_fields(df) if f != "seed"] or ["overlay", "views"]
+    rows = []
+    for key, cell in runs.groupby(by, dropna=False, sort=False):
+        pairs = [(r, _control_of(r, controls)) for _, r in cell.iterrows()]
+        pairs = [(r, c) for r, c in pairs if c is not None]
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), n=len(pairs),
+                   partner=(f"overlay={pairs[0][1]['overlay']}, opacity {pairs[0][1]['overlay_opacity']:g}"
+                            if pairs else "none: no run with overlay=none or overlay_opacity=0, same fields"))
+        for m in (m for m in metrics if m in df):
+            name = "suppression_" + m.removeprefix("probe_")  # suppression_main, ..., suppression_knn_alt
+            d = np.array([c[m] - r[m] for r, c in pairs], dtype=float)
+            d = d[~np.isnan(d)]  # a label the control lacks (none has no alternate label): no difference
+            row[name] = d.mean() if len(d) else np.nan
+            row[f"{name}_sd"] = d.std(ddof=1) if len(d) > 1 else np.nan
+            row[f"{name}_p"] = stats.ttest_1samp(d, 0.0).pvalue if len(d) > 1 and d.std() > 0 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_paired(table):
+    """The paired table for reading: 'mean ± sd (p 0.04)' per suppression column, '–' where none."""
+    import numpy as np
+
+    shown = table[[c for c in table if not c.startswith("suppression_")]].copy()
+    for c in [c for c in table if c.startswith("suppression_") and not c.endswith(("_sd", "_p"))]:
+        shown[c] = ["–" if np.isnan(m) else f"{m:+.3f}" + ("" if np.isnan(sd) else f" ± {sd:.3f}")
+                    + ("" if np.isnan(p) else f" (p {p:.2g})")
+                    for m, sd, p in zip(table[c], table[f"{c}_sd"], table[f"{c}_p"])]
+    return shown
+
+
 def numeric_fields(df) -> list[str]:
     """Varying config fields with numeric values: candidates for a suppression curve's x axis."""
     import pandas as pd
@@ -123,6 +186,11 @@ def main(argv=None, prog: str = "featdrop report") -> int:
     df = collect(args.runs_dir)
     print(f"{len(df)} finished run(s) under {args.runs_dir}\n")
     print(summary(df, by=args.by).to_string())
+    paired = paired_suppression(df)
+    if len(paired):
+        print("\nsuppression = control − run (control: overlay=none or overlay_opacity=0, same other fields "
+              "and seed),\nmean ± sd over the seeds, paired t-test p:")
+        print(format_paired(paired).to_string(index=False))
     written = [comparison(df, args.runs_dir, v) and f"comparison_{v}.png" for v in ("probe", "knn")]
     if suppression_curve(df, args.runs_dir) is not None:
         written.append(f"suppression_{numeric_fields(df)[0]}.png")

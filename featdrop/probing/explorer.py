@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from .. import config as cfgmod
-from .. import device as devmod
 from .. import probe, rundir
 from ..data import records
 from ..data.audio import RATE
+from ..oracles import store as oracle_store
 from ..train import Trainer, load_run, pretrain
 from ..train.monitor import dropped_fraction
 from ..viz import plots
@@ -56,6 +56,10 @@ class ViewExplorer:
         self.views = views or self.cfg.views
         self.budget = budget or self.cfg.budget
         self._fit_probes(probe_n)
+        # the run's label oracles, when cached (a run with oracles=True trained them): each view's title says
+        # what the overlay oracle reads, independent of the encoder
+        self.oracles = oracle_store.for_run(self.cfg, self.data, self.trainer.device, say=lambda s: None,
+                                            train=False)
 
     @staticmethod
     def _train_demo(run_dir, demo: dict) -> str:
@@ -70,7 +74,7 @@ class ViewExplorer:
         return kw["out_dir"]
 
     def _features(self, x):
-        return self.trainer.encoder.features(devmod.channels_last(x))[0].float()
+        return self.trainer.encoder.features(self.trainer.cl(x))[0].float()
 
     def _fit_probes(self, n: int) -> None:
         split = self.data.train.draw(0)
@@ -98,11 +102,18 @@ class ViewExplorer:
         names = self.alt_names()
         truth = int(t.alt_labels[index])
         clean_pred, clean_prob = self.predict(self.data.modality.clean(raw))
+        oracle = self.oracles.get("alt")
+        clean_read = int(oracle.read(self.trainer.cl(self.data.modality.clean(raw)))[0]) if oracle else None
         titles = []
         for x in enc_in:  # "dropped": the probe reads the overlay from the clean input but not from this view
             pred, prob = self.predict(x)
             mark = "✓" if int(pred) == truth else ("✗ dropped" if int(clean_pred) == truth else "✗")
-            titles.append(f"alt: {names[int(pred)]} {float(prob):.2f} {mark}")
+            title = f"probe: {names[int(pred)]} {float(prob):.2f} {mark}"
+            if oracle is not None:  # "destroyed": the oracle reads the clean input right and this view wrong
+                read = int(oracle.read(self.trainer.cl(x))[0])
+                verdict = "✓" if read == truth else ("✗ destroyed" if clean_read == truth else "✗")
+                title += f"\noracle: {names[read]} {verdict}"
+            titles.append(title)
         fig = plots.view_grid(self.data.modality.base(raw), outs, deltas, [titles],
                               spectrogram=self.data.modality.audio)
         fig.suptitle(f"test #{index}: true alternate label {names[truth]}; clean input → "

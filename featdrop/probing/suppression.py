@@ -55,10 +55,15 @@ class Features(nn.Module):
         out = []
         for chunk in x.split(self.batch):
             chunk = self.preprocess(chunk) if self.preprocess is not None else chunk
-            chunk = devmod.channels_last(chunk)
+            chunk = devmod.channels_last(chunk, enabled=chunk.is_cuda)
             with devmod.autocast(chunk.device, self.autocast):
                 f = self.model(chunk)
-            out.append(f.float().flatten(1))
+            if not (torch.is_tensor(f) and f.dim() == 2 and f.shape[0] == len(chunk)):
+                shape = tuple(f.shape) if torch.is_tensor(f) else type(f).__name__
+                raise SpecError(f"the encoder returned {shape} for a batch of {len(chunk)} images: "
+                                f"allowed (B, D) features, one row per image (pool or flatten a feature map "
+                                f"inside the module)")
+            out.append(f.float())
         return torch.cat(out)
 
     def features(self, x):
@@ -114,6 +119,8 @@ def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_sub
             encoder = encoder.to(memory_format=torch.channels_last)
     batch = batch_size or (1024 if preprocess is None else 512 if dev.type == "cuda" else 64)
     feats = Features(encoder, preprocess, batch, amp)
+    feats(torch.rand(2, 3, 32, 32, device=dev,
+                     generator=torch.Generator().manual_seed(0)))  # its output's shape
     data_dir = data_dir or cfgmod.default_data_dir()
     rows = []
     for name in overlays:

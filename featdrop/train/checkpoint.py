@@ -8,6 +8,8 @@ is computed. ``load_encoder`` rebuilds a run's frozen encoder from its directory
 from __future__ import annotations
 
 import dataclasses
+import io
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,12 +17,13 @@ import torch
 from .. import config as cfgmod
 from .. import rundir
 from ..config import Config
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DiskError
 from ..models import build_encoder
 from ..views import modality
 
 # Fields that may differ when resuming: they do not change what is computed.
-RESUME_FREE = {"epochs", "progress", "device", "data_dir", "out_dir", "compile", "download", "preset"}
+RESUME_FREE = {"epochs", "progress", "device", "data_dir", "out_dir", "compile", "download", "preset",
+               "oracles"}
 
 
 def state(trainer) -> dict:
@@ -29,13 +32,35 @@ def state(trainer) -> dict:
             "viewmaker": trainer.viewmaker.state_dict() if trainer.viewmaker else None,
             "aux": trainer.aux.state_dict(),
             "vm_opt": trainer.vm_opt.state_dict() if trainer.vm_opt else None,
+            "monitor_probes": trainer.monitor.probes,  # the warm start of the next epoch's health probes
             "torch_rng": torch.get_rng_state()}
 
 
 def save(trainer) -> None:
+    """checkpoint.pt, then history.jsonl, each written whole or not at all; a full disk or a read-only file
+    system is named (DiskError), and the previous checkpoint survives it."""
     out = Path(trainer.cfg.out_dir)
-    rundir.atomic_save(state(trainer), out / "checkpoint.pt")
-    rundir.write_history(out / "history.jsonl", trainer.history)
+    for path, write in ((out / "checkpoint.pt", lambda p: rundir.atomic_save(state(trainer), p)),
+                        (out / "history.jsonl", lambda p: rundir.write_history(p, trainer.history))):
+        try:
+            write(path)
+        except (OSError, RuntimeError) as exc:
+            kept = (f"the last good checkpoint is {out / 'checkpoint.pt'} (epoch {trainer.epoch - 1}), "
+                    f"untouched" if trainer.epoch > 1 else "no checkpoint was written yet")
+            raise rundir.disk_error(exc, path, kept + "; free space and run the same command again") or exc
+
+
+def check_space(trainer) -> None:
+    """DiskError before training when out_dir's file system cannot hold a checkpoint: its size (serialised
+    now) twice, since the new one is written beside the previous one and then renamed onto it."""
+    buffer = io.BytesIO()
+    torch.save(state(trainer), buffer)
+    out = Path(trainer.cfg.out_dir)
+    need, free = 2 * buffer.tell() + (1 << 20), shutil.disk_usage(out).free
+    if free < need:
+        raise DiskError(f"no space left on device for {out}: {free / 1e6:.1f} MB free, a checkpoint "
+                        f"needs {need / 1e6:.1f} MB (written beside the previous one, then renamed); free "
+                        f"space or use another out_dir")
 
 
 def config_diff(saved: dict, cfg: Config) -> dict:
@@ -78,6 +103,11 @@ def resume(trainer) -> bool:
         trainer.viewmaker.load_state_dict(ck["viewmaker"])
         trainer.vm_opt.load_state_dict(ck["vm_opt"])
     trainer.epoch, trainer.history = ck["epoch"], ck["history"]
+    trainer.monitor.probes = ck.get("monitor_probes", {})
+    # wall time of the processes before this one (older checkpoints: their epochs' and monitors' time)
+    last = trainer.history[-1] if trainer.history else {}
+    trainer.wall_prior = last.get("wall_s_total", sum(r.get("epoch_s", 0) + r.get("monitor_s", 0)
+                                                         for r in trainer.history))
     return True
 
 

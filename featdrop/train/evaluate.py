@@ -1,7 +1,8 @@
 """The final evaluation: probes on every label from the final encoder (no checkpoint is ever selected by
 test accuracy). ``fast`` (the default): L-BFGS logistic regression and kNN on clean pooled features of the
 whole training and test split; ``reference``: the paper's SGD probe on pre-pool features, trained on the
-method's own views. The coarse label is always probed the fast way (a cheap 2-class probe)."""
+method's own views. The coarse label is always probed the fast way (a cheap 2-class probe). With label
+oracles, also the label destruction of one view of every test item (``destruction``)."""
 from __future__ import annotations
 
 import time
@@ -9,9 +10,9 @@ import time
 import torch
 
 from .. import config as cfgmod
-from .. import device as devmod
 from .. import probe as probemod
 from ..errors import ConfigError
+from .monitor import label_destruction, one_view
 
 
 def probe_features(trainer):
@@ -44,11 +45,25 @@ def evaluate(trainer, probe: str | None = None, probe_epochs: int | None = None)
             g = torch.Generator(device=trainer.device).manual_seed(c.seed)
             metrics[f"probe_{name}"] = probemod.reference_probe(
                 trainer.encoder, _probe_views(trainer, split, g), len(ytr), ytr,
-                lambda sl: devmod.channels_last(clean(d.test.images[sl])), len(yte), yte, k, epochs=epochs,
+                lambda sl: trainer.cl(clean(d.test.images[sl])), len(yte), yte, k, epochs=epochs,
                 generator=g)
             metrics[f"chance_{name}"] = probemod.chance(yte, k)
     metrics["probe_s"] = time.perf_counter() - t0
     return metrics
+
+
+@torch.no_grad()
+def destruction(trainer, chunk: int = 1024) -> dict:
+    """alt_destroyed / main_destroyed over the whole test split, one seeded view of the run's own kind per
+    item, read by the run's oracles; and each oracle's clean test accuracy."""
+    d = trainer.data
+    g = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.seed * 100_003 + 90_000)
+    raw = d.test.images
+    view = torch.cat([one_view(trainer, raw[i:i + chunk], g)[0] for i in range(0, len(raw), chunk)])
+    clean = trainer.cl(d.modality.clean(raw))
+    out = label_destruction(trainer.oracles, clean, trainer.cl(view), {"main": d.test.labels,
+                                                                       "alt": d.test.alt_labels})
+    return {**out, **{f"oracle_accuracy_{name}": o.accuracy for name, o in trainer.oracles.items()}}
 
 
 def _probe_views(trainer, split, g):
@@ -56,5 +71,5 @@ def _probe_views(trainer, split, g):
     def inputs(idx):
         with torch.no_grad():
             x1, _ = trainer.views(split.images[idx], g, grad=False)
-        return devmod.channels_last(x1)
+        return trainer.cl(x1)
     return inputs

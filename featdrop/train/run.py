@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 from .. import config as cfgmod
@@ -17,16 +18,43 @@ from .. import device as devmod
 from .. import fields, rundir
 from ..config import Config
 from ..errors import NonFiniteLossError
+from ..oracles import store as oracle_store
 from . import checkpoint
-from .evaluate import evaluate
+from .evaluate import destruction, evaluate
 from .trainer import Trainer
 
 
 def pretrain(cfg: Config | None = None, stop_after: int | None = None, **overrides) -> dict:
     """Run (or resume) one pretraining + probe run; returns the metrics dict (also in metrics.json)."""
     cfg = cfgmod.resolve(cfgmod.make(**{**(dataclasses.asdict(cfg) if cfg else {}), **overrides}))
-    with rundir.acquire(cfg.out_dir):
-        return _pretrain_locked(cfg, stop_after)
+    rundir.check_out_dir(cfg.out_dir)
+    new = not Path(cfg.out_dir).exists()
+    try:
+        with rundir.acquire(cfg.out_dir):
+            return _pretrain_locked(cfg, stop_after)
+    except BaseException:
+        if new:  # a run that never started leaves nothing behind, not even its lock
+            rundir.remove_if_unused(cfg.out_dir)
+        raise
+
+
+def _files_agree(trainer, out: Path) -> None:
+    """After a resume: config.json and history.jsonl say what the checkpoint holds. A hand-edited config.json
+    or a history cut mid-line is rewritten from the checkpoint, with a warning naming what differed."""
+    path = out / "config.json"
+    if path.exists():
+        try:
+            edited = checkpoint.config_diff(rundir.read_json(path), trainer.cfg)
+        except ValueError:  # not JSON at all
+            edited = {"config.json": ("unreadable", "the checkpoint's")}
+        if edited:
+            warnings.warn(f"{path} disagreed with the checkpoint this run trains from (field: config.json vs "
+                          f"checkpoint) {edited}; rewrote it from the checkpoint", stacklevel=3)
+    rundir.write_json(path, dataclasses.asdict(trainer.cfg))
+    if not rundir.history_intact(out / "history.jsonl", trainer.history):
+        warnings.warn(f"{out / 'history.jsonl'} was cut or edited; rewrote its {len(trainer.history)} rows "
+                      f"from the checkpoint", stacklevel=3)
+        rundir.write_history(out / "history.jsonl", trainer.history)
 
 
 def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
@@ -36,17 +64,25 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     resumed = checkpoint.resume(trainer)
     if not resumed:
         rundir.write_json(out / "config.json", dataclasses.asdict(trainer.cfg))
-    elif (out / "metrics.json").exists() and trainer.epoch >= trainer.cfg.epochs:
-        return rundir.read_json(out / "metrics.json")
-    prior_s = trainer.history[-1].get("wall_s_total", 0.0) if trainer.history else 0.0
+    else:
+        _files_agree(trainer, out)
+        if (out / "metrics.json").exists() and trainer.epoch >= trainer.cfg.epochs:
+            return rundir.read_json(out / "metrics.json")
+    checkpoint.check_space(trainer)
+    prior_s = trainer.wall_prior
+    trainer.wall_start = t0
+    if trainer.cfg.oracles:  # trained once per overlay configuration, then read every epoch
+        trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device)
     trainer.fit(stop_after)
     if trainer.epoch < trainer.cfg.epochs:
         return {"stopped_at_epoch": trainer.epoch}
     metrics = evaluate(trainer)
+    if trainer.oracles:
+        metrics.update(destruction(trainer))
     final = trainer.history[-1]
     c = trainer.cfg
     metrics.update({"epochs": trainer.epoch, "final_loss": final["loss"], "device": str(trainer.device),
-                    "device_name": devmod.describe(trainer.device),
+                    **devmod.environment(trainer.device),
                     "train_s": sum(r["epoch_s"] for r in trainer.history),
                     "wall_s": prior_s + time.perf_counter() - t0, "resumed": resumed,
                     "overlay": c.overlay, "views": c.views, "seed": c.seed, "preset": c.preset,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -25,12 +26,12 @@ from .. import device as devmod
 from .. import losses, probe
 from ..config import Config
 from ..data.base import Data
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from ..models import Decoder, build_encoder
 from ..views import modality
 from ..views.viewmaker import Viewmaker
 from . import checkpoint
-from .monitor import Monitor, positive_accuracy
+from .monitor import MONITOR_TRAIN, Monitor, positive_accuracy
 
 PROGRESS_EVERY = 25  # steps between progress-bar updates (each reads the loss: a sync)
 
@@ -46,6 +47,12 @@ class Trainer:
         self.device = devmod.resolve(cfg.device, field="config field 'device'")
         self.cuda = self.device.type == "cuda"
         self.data = data if data is not None else modality.load(cfg, self.device)
+        if self.data.train is not None:  # the kNN monitor votes among its training items: k cannot exceed it
+            most = min(len(self.data.train.labels), MONITOR_TRAIN)
+            if cfg.knn_k > most:
+                raise ConfigError(f"config field 'knn_k' = {cfg.knn_k} is invalid: allowed at most {most}, "
+                                  f"the training items the kNN monitor votes among (min(training items, "
+                                  f"{MONITOR_TRAIN}))")
         m, objective = self.data.modality, losses.OBJECTIVES[cfg.loss]
         with torch.random.fork_rng(devices=[]):  # weights from the seed, global RNG untouched
             torch.manual_seed(cfg.seed)
@@ -71,7 +78,7 @@ class Trainer:
                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
         self.vm_opt = (torch.optim.Adam(self.viewmaker.parameters(), lr=cfg.viewmaker_lr, **fused)
                        if self.viewmaker else None)
-        if self.cuda:  # bf16 autocast + channels_last on tensor cores; fp32 on CPU
+        if cfg.channels_last:  # faster convolutions: cuDNN on tensor cores, oneDNN on a CPU (measured: docs)
             self.encoder.to(memory_format=torch.channels_last)
             if self.viewmaker:
                 self.viewmaker.to(memory_format=torch.channels_last)
@@ -79,15 +86,16 @@ class Trainer:
         self.amp = self.cuda  # bf16 autocast on CUDA
         self.history: list[dict] = []
         self.epoch = 0
+        # the wall time of the processes before this one (set by a resume), and when this one started
+        self.wall_prior, self.wall_start = 0.0, time.perf_counter()
+        self.oracles: dict = {}  # label → featdrop.oracles.store.Oracle, set by pretrain when cfg.oracles
         self.monitor = Monitor(self)
 
     def _compiled_viewmaker(self):
         """compile: the viewmaker only. Its noise comes in as tensors, so it traces without graph breaks;
-        compiling the encoder made the expert step slower on an H100 (9,538 → 6,237 img/s)."""
-        if self.cfg.compile and not self.cuda:
-            warnings.warn("compile=True is a no-op on the CPU: torch.compile is only used on CUDA",
-                          stacklevel=3)
-        elif self.cfg.compile and self.viewmaker is not None:
+        compiling the encoder made the expert step slower on an H100 (9,538 → 6,237 img/s). On a 2-core CPU
+        it gains 5-7 % over channels_last after a 2-minute warm-up (docs/benchmarks.md), so it is off."""
+        if self.cfg.compile and self.viewmaker is not None:
             return torch.compile(self.viewmaker)
         elif self.cfg.compile:
             warnings.warn("compile=True is a no-op for expert views: compiling the encoder made the step "
@@ -98,6 +106,10 @@ class Trainer:
     def autocast(self):
         return devmod.autocast(self.device, self.amp)
 
+    def cl(self, x):
+        """x in the models' memory format: channels_last unless the config turns it off."""
+        return devmod.channels_last(x, self.cfg.channels_last)
+
     def loss(self, x1, x2, labels=None, clean=None) -> tuple[torch.Tensor, dict]:
         """The objective on two views (encoder inputs) and its statistics (detached device tensors).
         ``labels``: the batch's supervised labels; ``clean``: the clean encoder input (the decoder's
@@ -105,7 +117,7 @@ class Trainer:
         c = self.cfg
         stats: dict[str, torch.Tensor] = {}
         with self.autocast():
-            (p1, z1), (p2, z2) = (self.encoder.embed(devmod.channels_last(x))
+            (p1, z1), (p2, z2) = (self.encoder.embed(self.cl(x))
                                   for x in (x1, x2))  # pooled, (B, D)
         total = torch.zeros((), device=self.device)
         if losses.OBJECTIVES[c.loss].term is not None:
@@ -132,10 +144,10 @@ class Trainer:
         noise = self.viewmaker.draw_noise(x, g)
         with torch.set_grad_enabled(grad), self.autocast():
             if self.cuda:  # one launch sequence for both views
-                return m.to_encoder(self.vm_fn(devmod.channels_last(x), noise=noise)).chunk(2)
+                return m.to_encoder(self.vm_fn(self.cl(x), noise=noise)).chunk(2)
             # on a CPU two B-batch calls on the same noise are faster (measured) and give the same views
             halves = zip(x.chunk(2), zip(*(n.chunk(2) for n in noise)))
-            return tuple(m.to_encoder(self.vm_fn(xh, noise=list(nh))) for xh, nh in halves)
+            return tuple(m.to_encoder(self.vm_fn(self.cl(xh), noise=list(nh))) for xh, nh in halves)
 
     def encoder_step(self, x1, x2, labels=None, clean=None) -> dict:
         """One SGD step of the encoder (and supervised heads) on two views: min over θ of L."""
@@ -173,7 +185,7 @@ class Trainer:
         """Pooled encoder features (n, D) of the first n raw items (all by default), clean inputs,
         eval mode."""
         clean = self.data.modality.clean
-        return probe.extract(self.encoder, lambda sl: devmod.channels_last(clean(raw[sl])),
+        return probe.extract(self.encoder, lambda sl: self.cl(clean(raw[sl])),
                              len(raw) if n is None else n)
 
     # ------------------------------------------------------------------ epochs
@@ -201,9 +213,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{out['loss'].item():.3f}", img_s=f"{rate:.0f}")
         bad = int(first_bad)  # the epoch's one host-device sync
         if bad >= 0:
-            raise NonFiniteLossError(
-                f"the loss became non-finite at epoch {epoch + 1}, step {bad + 1}; stopped. The last good "
-                f"checkpoint (epoch {epoch}) is kept in {self.cfg.out_dir}. Try a lower lr or budget.")
+            ckpt = Path(c.out_dir) / "checkpoint.pt"
+            kept = (f"The last good checkpoint (epoch {epoch}) is kept in {ckpt}" if epoch and ckpt.exists()
+                    else "No checkpoint was written (the first epoch did not finish)")
+            raise NonFiniteLossError(f"the loss became non-finite at epoch {epoch + 1}, step {bad + 1}; "
+                                     f"stopped. {kept}. Try a lower lr or budget.")
         dt = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "lr": self.opt.param_groups[0]["lr"], "epoch_s": dt,
                "images_per_s": steps * c.batch_size / dt}
@@ -222,6 +236,7 @@ class Trainer:
         while self.epoch < self.cfg.epochs and (stop_after is None or done < stop_after):
             row = self.train_epoch(self.epoch)
             self.epoch += 1
+            row["wall_s_total"] = self.wall_prior + time.perf_counter() - self.wall_start  # all processes
             self.history.append(row)
             checkpoint.save(self)
             done += 1

@@ -149,13 +149,15 @@ def jitter_affine(mean_rgb, g, b=0.4, c=0.4, s=0.4, hue=0.1, p=0.8):
 # ------------------------------------------------------------------------------------ the view
 def expert_views(x: torch.Tensor, g: torch.Generator, *, jitter_p=0.8, gray_p=0.2, blur_p=0.5,
                  blur_sigma=(0.1, 2.0), scale=(0.2, 1.0), flip_p=0.5, in_scale: float = 1.0,
-                 normalized: bool = False) -> torch.Tensor:
+                 normalized: bool = False, crop=None) -> torch.Tensor:
     """One view per sample of ``x (B, 3, H, W)``, where ``x · in_scale`` is in [0, 1].
 
     The view is in [0, 1], or CIFAR-normalised when ``normalized`` (folded into the same affine map
-    and clamp, so a uint8 batch becomes encoder input in one pass: ``in_scale=1/255``)."""
+    and clamp, so a uint8 batch becomes encoder input in one pass: ``in_scale=1/255``). ``crop``: the
+    crop windows (x0, y0, w, h) as fractions of the side, (B,) each, instead of RandomResizedCrop's draw
+    (the label oracles use crops that keep the overlay)."""
     n, dev, (hgt, wid) = x.shape[0], x.device, x.shape[2:]
-    x0, y0, w, h = crop_params(n, g, dev, scale)
+    x0, y0, w, h = crop_params(n, g, dev, scale) if crop is None else crop
     flip = torch.rand(n, generator=g, device=dev) < flip_p
     rows, cols = interp_matrix(y0, h, hgt), interp_matrix(x0, w, wid, flip)
     sigma = _u(n, *blur_sigma, g, dev)

@@ -28,6 +28,33 @@ def comparison(df, value: str = "probe", title: str = ""):
     return g.figure
 
 
+def metric_curves(df, x: str, panels, lines=("views",), axes=None):
+    """Each metric in ``panels`` ((column, title, chance column or None)) against a swept number ``x``, one
+    line per value of the ``lines`` columns, mean ± sd over the seeds as a band, chance dotted. Draws on
+    ``axes`` (one per panel) or a new row of them; returns the figure."""
+    lines = [c for c in lines if c in df and c != x]
+    groups = list(df.groupby(lines, dropna=False)) if lines else [((), df)]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False)
+        axes = axes[0]
+    for ax, (col, name, chance) in zip(axes, panels):
+        for i, (gkey, g) in enumerate(groups):
+            stats = g.groupby(x)[col].agg(["mean", "std", "count"]).sort_index()
+            stats = stats[stats["count"] > 0]
+            xs, mean, sd = (stats.index.to_numpy(float), stats["mean"].to_numpy(),
+                            stats["std"].fillna(0).to_numpy())
+            label = " / ".join(map(str, gkey if isinstance(gkey, tuple) else (gkey,)))
+            (line,) = ax.plot(xs, mean, "o-", color=f"C{i}", label=label or "runs")
+            ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+        if chance and chance in df and df[chance].notna().any():
+            ax.axhline(df[chance].mean(), color="k", linestyle=":", linewidth=1, label="chance")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(x)
+        ax.set_ylim(0, 1)
+    axes[-1].legend(fontsize=8, title=" / ".join(lines) or None, title_fontsize=8)
+    return axes[0].figure
+
+
 def suppression_curve(df, x: str, lines=("views",), title: str = ""):
     """Linear-probe accuracy against a swept number ``x`` (e.g. overlay_opacity), one panel per label
     (main, alternate, and coarse when present), one line per value of the ``lines`` columns (the views
@@ -35,25 +62,10 @@ def suppression_curve(df, x: str, lines=("views",), title: str = ""):
 
     ``df`` has one row per run with columns ``x``, the ``lines`` columns, probe_<label> and chance_<label>."""
     names = (("main", "main label"), ("alt", "alternate label"), ("coarse", "coarse label"))
-    panels = [(k, name) for k, name in names if f"probe_{k}" in df and df[f"probe_{k}"].notna().any()]
-    lines = [c for c in lines if c in df and c != x]
-    groups = list(df.groupby(lines, dropna=False)) if lines else [((), df)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False, sharey=True)
-    for ax, (key, name) in zip(axes[0], panels):
-        for gkey, g in groups:
-            stats = g.groupby(x)[f"probe_{key}"].agg(["mean", "std"]).sort_index()
-            xs, mean, sd = (stats.index.to_numpy(float), stats["mean"].to_numpy(),
-                            stats["std"].fillna(0).to_numpy())
-            label = " / ".join(map(str, gkey if isinstance(gkey, tuple) else (gkey,)))
-            (line,) = ax.plot(xs, mean, "o-", label=label or "runs")
-            ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
-        if f"chance_{key}" in df:
-            ax.axhline(df[f"chance_{key}"].mean(), color="k", linestyle=":", linewidth=1, label="chance")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel(x)
-        ax.set_ylim(0, 1)
-    axes[0, 0].set_ylabel("linear-probe accuracy (test)")
-    axes[0, -1].legend(fontsize=8, title=" / ".join(lines) or None, title_fontsize=8)
+    panels = [(f"probe_{k}", name, f"chance_{k}") for k, name in names
+              if f"probe_{k}" in df and df[f"probe_{k}"].notna().any()]
+    fig = metric_curves(df, x, panels, lines)
+    fig.axes[0].set_ylabel("linear-probe accuracy (test)")
     fig.suptitle(title or f"probe accuracy against {x} (mean ± sd over seeds)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,0 +1,134 @@
+"""Label oracles: a reader trained on label-preserving views reads the overlay's label from a composite image;
+a view that replaces the overlay is counted as destroyed and an identity view never is; oracles are trained
+once per overlay configuration and cached; a run records alt_destroyed / main_destroyed every epoch."""
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import needs_cifar
+
+from featdrop import config, train
+from featdrop.data import overlays
+from featdrop.data.images import ImageOverlaySet
+from featdrop.oracles import reader, store
+from featdrop.train.monitor import label_destruction
+from featdrop.views.expert import normalize
+
+
+class Fixed:
+    """An oracle stand-in that reads a fixed answer per input row (the row's first value)."""
+
+    def read(self, x):
+        return x[:, 0].long()
+
+
+def test_destruction_counts_only_items_the_oracle_reads_right_when_clean():
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    clean = torch.tensor([[0], [1], [2], [1], [1], [0]])   # items 3 and 5 misread when clean: not counted
+    view = torch.tensor([[0], [2], [2], [0], [0], [2]])    # of the 4 read right, items 1 and 4 now wrong
+    out = label_destruction({"alt": Fixed()}, clean, view, {"alt": y})
+    assert out == {"alt_destroyed": 0.5}
+    assert label_destruction({"alt": Fixed()}, clean, clean, {"alt": y}) == {"alt_destroyed": 0.0}
+
+
+def test_keeping_crops_contain_their_box():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(500, 32, 32, dtype=torch.bool)
+    for i in range(500):  # a random rectangle per image, the overlay's pixels
+        x0, y0 = torch.randint(0, 24, (2,), generator=g).tolist()
+        masks[i, y0:y0 + 1 + i % 8, x0:x0 + 1 + (i // 8) % 8] = True
+    boxes = reader.keep_boxes(masks, 1, g)
+    x0, y0, w, h = reader.keeping_crops(boxes, 32, g)
+    eps = 1e-5
+    assert (x0 >= -eps).all() and (y0 >= -eps).all()
+    assert (x0 + w <= 1 + eps).all() and (y0 + h <= 1 + eps).all()
+    assert (x0 * 32 <= boxes[:, 0] + eps).all() and ((x0 + w) * 32 >= boxes[:, 1] - eps).all()
+    assert (y0 * 32 <= boxes[:, 2] + eps).all() and ((y0 + h) * 32 >= boxes[:, 3] - eps).all()
+    assert w.min() >= 0.45 - eps and w.std() > 0.1  # crops of many sizes, never below the smallest side
+
+
+@pytest.fixture(scope="module")
+def shapes_reader(tmp_path_factory):
+    """A shapes reader trained on 4,000 composites for a few seconds, and a seeded test set of 600."""
+    from conftest import DATA, offline_cifar
+
+    if not offline_cifar():
+        pytest.skip("no CIFAR-10 copy")
+    g = torch.Generator().manual_seed(0)
+    tr = ImageOverlaySet("shapes", "train", str(DATA), seed=3, subset=4000).draw(0)
+    te = ImageOverlaySet("shapes", "test", str(DATA), seed=3, subset=600).draw(0)
+    torch.manual_seed(0)
+    r = reader.Reader(3, 3)
+
+    def batches():
+        idx = torch.randint(0, len(tr), (128,), generator=g)
+        return reader.image_views(tr.images[idx], g, tr.masks[idx]), tr.alt_labels[idx]
+
+    reader.fit(r, batches, steps=STEPS, lr=0.05, say=lambda s: None)
+    return r, te
+
+
+STEPS = 500
+
+
+@needs_cifar
+def test_a_shapes_reader_reaches_the_bar_on_a_small_seeded_set(shapes_reader):
+    r, te = shapes_reader
+    acc = (reader.read(r, normalize(te.images.float() / 255)) == te.alt_labels).float().mean().item()
+    assert acc >= 0.98, acc
+
+
+@needs_cifar
+def test_replacing_the_overlay_destroys_its_label_and_an_identity_view_never_does(shapes_reader):
+    r, te = shapes_reader
+    oracle = store.Oracle("alt", r, 1.0, 3, {})
+    clean = normalize(te.images.float() / 255)
+    assert label_destruction({"alt": oracle}, clean, clean, {"alt": te.alt_labels})["alt_destroyed"] == 0.0
+    # the same photos with another shape pasted where the first one was
+    other, labels = overlays.apply("shapes", te.base, torch.Generator().manual_seed(99))
+    moved = labels != te.alt_labels
+    view = normalize(other.float() / 255)
+    out = label_destruction({"alt": oracle}, clean[moved], view[moved], {"alt": te.alt_labels[moved]})
+    assert out["alt_destroyed"] >= 0.95
+    # and the photo without its shape: the oracle can only guess, so most views are destroyed
+    bare = label_destruction({"alt": oracle}, clean, normalize(te.base.float() / 255), {"alt": te.alt_labels})
+    assert 0.5 < bare["alt_destroyed"] < 0.85  # about 2/3 for three balanced shapes
+
+
+@needs_cifar
+def test_oracles_are_trained_once_per_configuration_and_a_run_records_destruction(tmp_path, data_dir,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(store, "STEPS", {k: 3 for k in store.STEPS})           # a few steps: the plumbing
+    monkeypatch.setattr(store, "path", lambda cfg,
+                        label: tmp_path / "oracles" / f"{store.key(cfg, label)}.pt")
+    said = []
+    kw = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=2,
+              progress=False, device="cpu", data_dir=data_dir)
+    m = train.pretrain(out_dir=str(tmp_path / "a"), **kw)
+    history = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    assert all(0 <= row["alt_destroyed"] <= 1 and 0 <= row["main_destroyed"] <= 1 for row in history)
+    assert 0 <= m["alt_destroyed"] <= 1 and 0 <= m["oracle_accuracy_alt"] <= 1 and "oracle_accuracy_main" in m
+    files = sorted(p.name for p in (tmp_path / "oracles").glob("*.pt"))
+    assert files == ["shapes-alt-opacity1-size1-seed0-3steps-v1.pt",
+                     "shapes-main-opacity1-size1-seed0-3steps-v1.pt"]
+    cfg = config.resolve(config.make(**kw), cuda_available=False)
+    again = store.for_run(cfg, None, torch.device("cpu"), say=said.append)
+    assert all("cached" in s for s in said) and set(again) == {"alt", "main"}
+    # opacity 0: nothing to read, so no alt oracle
+    blank = config.resolve(config.make(**{**kw, "overlay_opacity": 0.0}), cuda_available=False)
+    assert store.labels_to_read(blank) == ["main"]
+    assert store.key(blank, "main") != store.key(cfg, "main")
+    # and without a visible overlay the photos are the same for every seed and overlay: one oracle for all
+    other = config.resolve(config.make(**{**kw, "overlay": "none", "seed": 4}), cuda_available=False)
+    assert store.key(blank, "main") == store.key(other, "main") == "plain-main-3steps-v1"
+
+
+def test_the_view_explorer_loads_only_cached_oracles(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "path", lambda cfg, label: tmp_path / f"{label}.pt")
+    cfg = SimpleNamespace(overlay="shapes", overlay_opacity=1.0)
+    trained = []
+    monkeypatch.setattr(store, "load_or_train", lambda c, label, *a, **k: trained.append(label) or label)
+    assert store.for_run(cfg, None, "cpu", train=False) == {}
+    (tmp_path / "main.pt").write_bytes(b"")
+    assert store.for_run(cfg, None, "cpu", train=False) == {"main": "main"} and trained == ["main"]

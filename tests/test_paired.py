@@ -1,0 +1,88 @@
+"""Suppression as a paired difference: every overlay cell is paired, seed by seed, with the cell that differs
+only in overlay="none" (or overlay_opacity=0); mean ± sd and a paired t-test over the seeds, checked against
+a table computed by hand."""
+import math
+
+import pandas as pd
+import pytest
+
+from featdrop import cli, rundir
+from featdrop.lab import tables
+
+
+def run(i, views, opacity, seed, main, alt, overlay="shapes", budget=0.05):
+    return dict(run=f"r{i}", overlay=overlay, views=views, overlay_opacity=opacity, seed=seed, budget=budget,
+                overlay_size=1.0, epochs=10, preset="quick", loss="reference", device="cpu", out_dir=f"r{i}",
+                probe_main=main, probe_alt=alt, knn_main=main - 0.1, knn_alt=alt - 0.1, chance_main=0.1,
+                chance_alt=0.34)
+
+
+def grid():
+    """expert/viewmaker × opacity {0, 1} × seeds {0, 1, 2}, and one viewmaker cell at opacity 0.5 whose
+    opacity-0 control is missing for seed 2; numbers chosen so the differences are easy to follow."""
+    rows, i = [], 0
+    for views, base, cost in (("expert", 0.50, (0.04, 0.06, 0.05)), ("viewmaker", 0.48, (0.01, -0.01, 0.03))):
+        for seed in (0, 1, 2):
+            rows.append(run(i, views, 0.0, seed, base + 0.01 * seed, 0.34))
+            rows.append(run(i + 1, views, 1.0, seed, base + 0.01 * seed - cost[seed], 0.9))
+            i += 2
+    rows.append(run(i, "viewmaker", 0.5, 0, 0.47, 0.6))
+    rows.append(run(i + 1, "viewmaker", 0.5, 1, 0.50, 0.6))
+    return pd.DataFrame(rows)
+
+
+def test_paired_suppression_matches_a_hand_computed_table():
+    t = tables.paired_suppression(grid()).set_index(["overlay_opacity", "views"])
+    e = t.loc[(1.0, "expert")]
+    assert e["n"] == 3 and "opacity 0" in e["partner"]
+    assert e["suppression_main"] == pytest.approx(0.05)            # mean of 0.04, 0.06, 0.05
+    assert e["suppression_main_sd"] == pytest.approx(0.01)         # sample sd of the three
+    # paired t over 3 seeds: t = 0.05 / (0.01 / √3) = 8.660 with 2 degrees of freedom, where the two-sided
+    # p has a closed form, 1 − t/√(t² + 2) = 0.01307
+    assert e["suppression_main_p"] == pytest.approx(0.01307, abs=2e-5)
+    assert e["suppression_knn_main"] == pytest.approx(0.05)        # kNN is paired the same way
+    assert e["suppression_alt"] == pytest.approx(0.34 - 0.9)       # the invisible shape is read at chance
+    v = t.loc[(1.0, "viewmaker")]
+    assert v["suppression_main"] == pytest.approx(0.01) and v["suppression_main_sd"] == pytest.approx(0.02)
+    assert v["suppression_main_p"] == pytest.approx(0.4778, abs=1e-4)  # t = 0.866: 1 − 0.866/√2.75
+    half = t.loc[(0.5, "viewmaker")]  # seed 0 and 1 have controls (opacity 0, same fields)
+    assert half["n"] == 2 and half["suppression_main"] == pytest.approx(((0.48 - 0.47) + (0.49 - 0.50)) / 2)
+
+
+def test_a_cell_without_a_control_says_so_and_none_is_a_control_too():
+    df = grid()
+    df = df[~((df.overlay_opacity == 0) & (df.views == "viewmaker"))]            # drop viewmaker's controls
+    t = tables.paired_suppression(df).set_index(["overlay_opacity", "views"])
+    lonely = t.loc[(1.0, "viewmaker")]
+    assert lonely["n"] == 0 and lonely["partner"].startswith("none")
+    assert math.isnan(lonely["suppression_main"])
+    # overlay="none" with the same other fields pairs too; there the alternate label has no difference
+    none = [run(100 + s, "viewmaker", 1.0, s, 0.49, 1.0, overlay="none") for s in (0, 1, 2)]
+    for r in none:
+        r["probe_alt"] = float("nan")
+    t = tables.paired_suppression(pd.concat([df, pd.DataFrame(none)]))
+    t = t.set_index(["overlay", "overlay_opacity", "views"])
+    row = t.loc[("shapes", 1.0, "viewmaker")]
+    assert row["n"] == 3 and "overlay=none" in row["partner"]
+    assert row["suppression_main"] == pytest.approx((0.02 - 0.01 + 0.02) / 3)  # 0.49 − (0.47, 0.50, 0.47)
+    assert math.isnan(row["suppression_alt"])
+
+
+def test_a_different_budget_is_not_a_control():
+    df = grid()
+    df.loc[(df.views == "viewmaker") & (df.overlay_opacity == 0), "budget"] = 0.1
+    t = tables.paired_suppression(df).set_index(["overlay_opacity", "views", "budget"])
+    assert t.loc[(1.0, "viewmaker", 0.05), "n"] == 0
+
+
+def test_featdrop_report_prints_the_paired_table(tmp_path, capsys):
+    for r in grid().to_dict("records"):
+        d = tmp_path / r["run"]
+        measured = ("probe", "knn", "chance")
+        config = {k: v for k, v in r.items() if not k.startswith((*measured, "run"))}
+        rundir.write_json(d / "config.json", config)
+        rundir.write_json(d / "metrics.json", {k: v for k, v in r.items() if k.startswith(measured)})
+    assert cli.main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "suppression" in out and "+0.050 ± 0.010 (p 0.013)" in out
+    assert (tmp_path / "figures" / "suppression_overlay_opacity.png").exists()
