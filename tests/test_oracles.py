@@ -122,6 +122,11 @@ def test_oracles_are_trained_once_per_configuration_and_a_run_records_destructio
     # and without a visible overlay the photos are the same for every seed and overlay: one oracle for all
     other = config.resolve(config.make(**{**kw, "overlay": "none", "seed": 4}), cuda_available=False)
     assert store.key(blank, "main") == store.key(other, "main") == "plain-main-3steps-v1"
+    # an image reader does not depend on the run's seed (the seed only places the overlays), opacity does
+    reseeded = config.resolve(config.make(**{**kw, "seed": 2}), cuda_available=False)
+    assert store.key(reseeded, "alt") == store.key(cfg, "alt")
+    half = config.resolve(config.make(**{**kw, "overlay_opacity": 0.5}), cuda_available=False)
+    assert store.key(half, "alt") != store.key(cfg, "alt")
 
 
 def test_the_view_explorer_loads_only_cached_oracles(tmp_path, monkeypatch):

@@ -1,11 +1,16 @@
 """The oracles of a run: one reader for the overlay's label (``alt``) and one for the main label (``main``),
 trained once per overlay configuration and cached beside the data cache.
 
-The configuration is (overlay, opacity, size, seed) for images, plus the noise settings for audio; the
-reader's recipe has a version, so a changed recipe trains anew. Readers train on the whole training split
-(images: all 50,000 CIFAR-10 training photos with the overlay composited by the run's seed; audio: the run's
-training clips) and report their clean accuracy on the test split, printed and stored with the weights. Two
-runs that need the same oracle at once wait for each other (a file lock): it is trained once.
+The configuration is (overlay, opacity, size) for images, and (overlay, seed) plus the noise settings for
+audio; the reader's recipe has a version, so a changed recipe trains anew. Image readers do not depend on the
+run's seed: the seed only decides which overlay goes on which photo and where, and a reader trained on the
+composites of seed 0 reads those of seeds 1 and 2 as well as their own readers do (measured on shapes at
+opacity 1: 0.9954 and 0.9937 of the overlay against its own 0.9942; 0.6493 and 0.6513 of the class against
+0.6512), so one reader per (overlay, opacity, size) serves every seed and a three-seed grid trains it once.
+Readers train on the whole training split (images: all 50,000 CIFAR-10 training photos with the overlay
+composited by seed 0; audio: the run's training clips) and report their clean accuracy on the test split,
+printed and stored with the weights. Two runs that need the same oracle at once wait for each other (a file
+lock): it is trained once.
 
 An overlay with nothing to read (``none``, or opacity 0) has no ``alt`` oracle.
 """
@@ -29,7 +34,9 @@ BATCH = 256
 # SGD steps of batch 256 per reader, its whole budget: the same on every machine, so a cached reader does not
 # depend on where it was trained. On the 2-core CPU a reader trains at about 1,300 images/s: 1,000 steps take
 # about 3.3 min. By (overlay, label); an overlay without an entry takes its modality's.
-STEPS = {("image", "alt"): 800, ("image", "main"): 2000, ("audio", "alt"): 300, ("audio", "main"): 600}
+# Digits need more: 800 steps read 0.74 of clean test composites, 1,600 read 0.85 (five minutes).
+STEPS = {("image", "alt"): 800, ("image", "main"): 2000, ("audio", "alt"): 300, ("audio", "main"): 600,
+         ("digits", "alt"): 1600}
 
 
 def steps_for(cfg: Config, label: str) -> int:
@@ -56,13 +63,19 @@ def visible(cfg: Config) -> bool:
     return records.get(cfg.overlay).has_alt_label() and cfg.overlay_opacity > 0
 
 
+def data_seed(cfg: Config) -> int:
+    """The seed of the composites a reader trains on: 0 for every image run (see the module's docstring),
+    the run's own for audio (its clips and noise draws are the run's)."""
+    return cfg.seed if records.get(cfg.overlay).modality == "audio" else 0
+
+
 def key(cfg: Config, label: str) -> str:
     """The cache name of a run's ``label`` oracle: everything its training data depends on. Images without a
     visible overlay are the plain photos whatever the overlay, size or seed: one oracle serves them all."""
     if records.get(cfg.overlay).modality == "image" and not visible(cfg):
         return f"plain-{label}-{steps_for(cfg, label)}steps-v{VERSION}"
     parts = [cfg.overlay, label, f"opacity{cfg.overlay_opacity:g}", f"size{cfg.overlay_size:g}",
-             f"seed{cfg.seed}"]
+             f"seed{data_seed(cfg)}"]
     if records.get(cfg.overlay).modality == "audio":
         parts += [cfg.audio_dataset, cfg.noise_classes.replace(",", "+"), f"vol{cfg.noise_volume:g}",
                   cfg.noise_draw, f"subset{cfg.subset}"]
@@ -111,7 +124,7 @@ def _oracle(blob: dict, device) -> Oracle:
 
 # ---------------------------------------------------------------------------- training sets
 def _image_sets(cfg: Config, device):
-    kw = dict(seed=cfg.seed, size=cfg.overlay_size, opacity=cfg.overlay_opacity, download=cfg.download,
+    kw = dict(seed=data_seed(cfg), size=cfg.overlay_size, opacity=cfg.overlay_opacity, download=cfg.download,
               device=device)
     return (ImageOverlaySet(cfg.overlay, split, cfg.data_dir, **kw).draw(0) for split in ("train", "test"))
 
@@ -119,7 +132,7 @@ def _image_sets(cfg: Config, device):
 def train(cfg: Config, label: str, data, device, steps: int, say=print) -> dict:
     """Train one reader; returns what the cache stores (weights, accuracy, recipe, time)."""
     record = records.get(cfg.overlay)
-    seed = cfg.seed if visible(cfg) or record.modality == "audio" else 0  # a plain-photo oracle: one for all
+    seed = data_seed(cfg)
     g = torch.Generator(device=device).manual_seed(seed * 7_333 + (label == "main"))
     if record.modality == "image":
         tr, te = _image_sets(cfg, device)
