@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .losses import OBJECTIVES
 
 VIEWS = ("expert", "viewmaker")
+TRACKERS = (None, "tensorboard", "wandb")
 PRESET_NAMES = ("auto", "quick", "paper")
 SUPERVISE = (None, "coarse", "main", "alt")
 ENCODERS = ("resnet18", "convnet")
@@ -85,6 +86,7 @@ class Config:
     # read every epoch's views with label oracles (alt_destroyed, main_destroyed); each oracle is trained once
     # per overlay configuration (minutes on a CPU) and cached in <data_dir>/featdrop_cache/oracles/
     oracles: bool = True
+    tracker: str | None = None       # log every epoch: tensorboard (<out_dir>/tensorboard) | wandb (offline)
     # --- run
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
@@ -168,6 +170,7 @@ def validate(cfg: Config) -> Config:
     if not 0 <= cfg.seed < 2 ** 31:
         raise _bad("seed", cfg.seed, "an integer from 0 to 2**31 − 1")
     choices = dict(overlay=OVERLAYS, views=VIEWS, preset=PRESET_NAMES, loss=OBJECTIVES, probe=PROBES,
+                   tracker=TRACKERS,
                    audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS,
                    supervise=SUPERVISE)
     for name, allowed in choices.items():

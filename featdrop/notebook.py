@@ -12,8 +12,7 @@ from . import config as cfgmod
 from . import rundir
 from .config import Config
 from .errors import ConfigError
-from .probing.explorer import draw_views
-from .train import load_run, pretrain
+from .train import pretrain
 from .views import modality
 from .viz import plots
 
@@ -67,40 +66,31 @@ def example_inputs(cfg: Config, n: int = 16):
     return _save(fig, cfg, "inputs")
 
 
-def loss_curves(cfg: Config):
-    return _save(plots.loss_curves(rundir.read_history(Path(cfg.out_dir) / "history.jsonl")), cfg,
-                 "loss_curves")
+def figure(cfg: Config, name: str):
+    """One of the figures the run wrote into ``<out_dir>/figures/`` (loss_curves, views, probes, embedding),
+    shown inline."""
+    from IPython.display import Image
 
-
-def view_grid(cfg: Config, n: int = 4, k: int = 3, seed: int = 0):
-    """Clean test examples, k views each; for the viewmaker also each view's perturbation δ."""
-    trainer = load_run(cfg.out_dir)
-    m, raw = trainer.data.modality, trainer.data.test.images[:n]
-    outs, deltas, _ = draw_views(trainer, raw, k, torch.Generator().manual_seed(seed))
-    fig = plots.view_grid(m.base(raw), outs, deltas, spectrogram=m.audio)
-    return _save(fig, cfg, "views")
-
-
-def probe_bars(cfg: Config, metrics: dict):
-    objective = cfg.loss + (f", supervised on {cfg.supervise}" if cfg.supervise else "")
-    return _save(plots.probe_bars(metrics, f"{cfg.overlay} / {cfg.views} / {objective} ({cfg.preset})"), cfg,
-                 "probes")
+    return Image(filename=str(Path(cfg.out_dir) / "figures" / f"{name}.png"))
 
 
 def metrics_table(metrics: dict):
     import pandas as pd
 
-    rows = [(k, metrics[f"probe_{k}"], metrics.get(f"knn_{k}"), metrics[f"chance_{k}"])
+    rows = [(k, metrics[f"probe_{k}"], metrics.get(f"knn_{k}"), metrics.get(f"map_knn_{k}"),
+             metrics.get(f"{k}_destroyed"), metrics[f"chance_{k}"])
             for k in ("main", "alt", "coarse") if f"probe_{k}" in metrics]
-    df = pd.DataFrame(rows, columns=["label", "linear probe", "kNN", "chance"]).set_index("label")
+    df = pd.DataFrame(rows, columns=["label", "linear probe", "kNN", "kNN in the map", "views destroying it",
+                                     "chance"]).set_index("label")
     print(f"device {metrics['device']}, pretraining {metrics['train_s']:.0f} s, "
           f"probes {metrics['probe_s']:.0f} s, wall {metrics['wall_s']:.0f} s")
-    return df.round(3)
+    return df.astype(float).round(3).fillna("–")  # "–": a label the run does not have
 
 
 # Notebook-specific parameters that are not config fields.
 VIEWS_PARAMETERS = ("run_dir", "index", "n_views", "runs_root")
 REPORT_PARAMETERS = ("runs_dir", "launch", "overlays", "views_list", "seeds")
+MAPS_PARAMETERS = ("run_dirs", "label", "select_x", "select_y", "runs_root")
 
 
 def check_parameters(ns: dict, extra: tuple[str, ...]) -> dict:

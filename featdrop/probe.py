@@ -76,6 +76,9 @@ def fast_metrics(train_x, test_x, labelsets, knn_k: int = 200) -> dict:
     ``labelsets``, ``probe_<name>`` (logistic regression), ``knn_<name>`` and ``chance_<name>``."""
     out = {}
     for name, ytr, yte, k in labelsets:
+        if k < 2:  # a label with one class (overlay "none" has no alternate label): nothing to probe
+            out[f"probe_{name}"] = out[f"knn_{name}"] = out[f"chance_{name}"] = None
+            continue
         out[f"probe_{name}"] = logistic_regression(train_x, ytr, test_x, yte, k)
         out[f"knn_{name}"] = knn_accuracy(train_x, ytr, test_x, yte, k, knn_k)
         out[f"chance_{name}"] = chance(yte, k)

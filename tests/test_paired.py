@@ -86,3 +86,14 @@ def test_featdrop_report_prints_the_paired_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "suppression" in out and "+0.050 ± 0.010 (p 0.013)" in out
     assert (tmp_path / "figures" / "suppression_overlay_opacity.png").exists()
+
+
+def test_a_label_a_run_does_not_have_is_shown_as_a_dash_never_as_an_accuracy():
+    df = pd.DataFrame([run(s, "expert", 1.0, s, 0.5, 1.0, overlay="none") for s in (0, 1)]
+                      + [run(2 + s, "expert", 1.0, s, 0.45, 0.9) for s in (0, 1)])
+    df.loc[df.overlay == "none", ["probe_alt", "knn_alt", "chance_alt"]] = None  # what evaluate() writes
+    table = tables.summary(df)
+    assert table.loc["none", "alternate"] == "– (n=0)"
+    assert table.loc["shapes", "alternate"].startswith("0.900")
+    assert "1.000" not in table.to_string()
+    assert tables.mean_sd([None, float("nan")]) == "–" and tables.mean_sd([0.5, 0.7]) == "0.600 ± 0.141"

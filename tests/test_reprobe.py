@@ -50,7 +50,10 @@ def test_fast_reprobe_from_the_command_line_reproduces_metrics_json_exactly(runs
         assert written["run"] == str(run) and written["seed"] == 0 and "time" in written
     # the table: one row per run, probe accuracies and chance levels
     out = capsys.readouterr().out
-    lines = out.splitlines()
+    # a progress line before each run and its accuracies after it, then the table
+    progress = [line for line in out.splitlines() if line.startswith("reprobe ")]
+    assert progress == [f"reprobe 1/2: {a} (fast protocol) ...", f"reprobe 2/2: {b} (fast protocol) ..."]
+    lines = out.splitlines()[4:]
     assert all(w in lines[0] for w in ("run", "overlay", "views", "loss", "seed", "protocol", "probe_main",
                                        "probe_alt", "probe_coarse", "chance (main/alt/coarse)"))
     assert str(a) in lines[1] and "expert" in lines[1] and str(b) in lines[2] and "viewmaker" in lines[2]

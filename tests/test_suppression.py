@@ -169,3 +169,40 @@ def test_reference_probe_trains_on_expert_views_of_a_foreign_encoder(data_dir):
     for label in ("main", "alt", "coarse"):
         assert 0 <= t.loc["shapes", f"probe_{label}"] <= 1
     assert math.isnan(t.loc["shapes", "suppression_main"])  # no "none" row to compare with
+
+
+@needs_cifar
+def test_an_interrupted_report_keeps_its_finished_overlays_and_a_rerun_skips_them(tmp_path, data_dir,
+                                                                                  monkeypatch, capsys):
+    from featdrop.probing import overlay_probes
+
+    model = tmp_path / "pixels.pt"
+    torch.jit.script(PooledPixels()).save(str(model))
+    out = tmp_path / "report"
+    kw = dict(overlays=("none", "shapes", "digits"), subset=200, test_subset=100, device="cpu",
+              data_dir=data_dir, out_dir=str(out))
+    real, computed = overlay_probes._one_overlay, []
+
+    def stopped_at_digits(feats, name, *a, **k):
+        if name == "digits":
+            raise KeyboardInterrupt  # Ctrl-C during the third overlay
+        computed.append(name)
+        return real(feats, name, *a, **k)
+
+    monkeypatch.setattr(overlay_probes, "_one_overlay", stopped_at_digits)
+    with pytest.raises(KeyboardInterrupt):
+        suppression.run(f"file:{model}", **kw)
+    kept = pd.read_csv(out / "suppression.csv")
+    assert list(kept.overlay) == ["none", "shapes"] and computed == ["none", "shapes"]
+    assert all((out / f"embedding_{o}.png").exists() for o in ("none", "shapes"))
+    said = capsys.readouterr().out
+    assert "shapes: probe_main" in said and "probe_alt" in said.split("shapes: ")[1].splitlines()[0]
+    # the same command again computes only what is missing, and its table has all three
+    monkeypatch.setattr(overlay_probes, "_one_overlay", lambda feats, name, *a, **k:
+                        computed.append(name) or real(feats, name, *a, **k))
+    table = suppression.run(f"file:{model}", **kw)
+    assert computed == ["none", "shapes", "digits"] and list(table.overlay) == ["none", "shapes", "digits"]
+    assert "finished before, skipped: none, shapes" in capsys.readouterr().out
+    again = pd.read_csv(out / "suppression.csv").set_index("overlay")
+    assert again.loc["shapes", "probe_main"] == pytest.approx(kept.set_index("overlay").loc["shapes",
+                                                                                           "probe_main"])

@@ -94,7 +94,7 @@ def main(argv=None):
                   sigma_a=a.sigma_a, steps=a.steps, lr=a.lr, wd=a.wd, batch=a.batch, drop=a.drop)
     t0 = time.time()
     try:
-        res = sweep(cfg, a.ps, a.seeds)
+        res = sweep(cfg, a.ps, a.seeds, say=lambda line: print(line, flush=True))
     except (ValueError, FloatingPointError) as e:  # a bad setting, or a diverging run: one line, exit 2
         ap.error(str(e))
     out = save(res, a.out)

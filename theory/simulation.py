@@ -150,8 +150,9 @@ def infonce_grad(x1, x2, W, tau: float):
     return loss, g1.transpose(1, 2) @ x1 + g2.transpose(1, 2) @ x2
 
 
-def train(cfg: Setting, ps, seeds, chunk: int = 50):
-    """Train all (p, seed) runs jointly. Returns W (P, S, k, d), the worlds, and the history dict."""
+def train(cfg: Setting, ps, seeds, chunk: int = 50, say=None):
+    """Train all (p, seed) runs jointly. Returns W (P, S, k, d), the worlds, and the history dict.
+    ``say``: called with a progress line every tenth of the steps."""
     P, S = len(ps), len(seeds)
     worlds = [world(cfg, sd) for sd in seeds]
     gens = [_gen(sd, 1) for sd in seeds]
@@ -179,6 +180,9 @@ def train(cfg: Setting, ps, seeds, chunk: int = 50):
                                  ("norm_n", slice(cfg.d1 + cfg.d2, d))):
                     hist[key].append(W[..., blk].norm(dim=(-1, -2)).tolist())  # ‖W_u‖_F etc., (P, S)
                 hist["loss"].append(loss.view(P, S).tolist())
+            if say is not None and (step % max(1, cfg.steps // 10) == 0 or step == cfg.steps):
+                say(f"  step {step}/{cfg.steps}: InfoNCE loss {loss.mean().item():.3f} (mean of {P * S} "
+                    f"runs)")
     return W, worlds, hist
 
 

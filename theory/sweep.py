@@ -23,13 +23,15 @@ def half_point(ps, acc):
     return ps[-1]
 
 
-def sweep(cfg: Setting, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seeds=(0, 1, 2), theory_grid: int = 41):
+def sweep(cfg: Setting, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seeds=(0, 1, 2), theory_grid: int = 41, say=None):
     """Train, probe and compare with the spectral closed form. Returns a JSON-ready dict."""
     check(cfg, ps, seeds)  # a bad setting fails here, before any training
     t0, threads = time.time(), torch.get_num_threads()
     torch.set_num_threads(1)  # these small batched matmuls run slower on 2 threads than on 1; restored below
     try:
-        W, worlds, hist = train(cfg, list(ps), list(seeds))
+        if say is not None:
+            say(f"training {len(ps)} dropout rates × {len(seeds)} seeds jointly, {cfg.steps} GD steps ...")
+        W, worlds, hist = train(cfg, list(ps), list(seeds), say=say)
         acc_A, acc_B = probe(cfg, W, worlds, list(seeds))
         grid = torch.linspace(0, 1, theory_grid).tolist()
         spec = {wh: spectral_accuracy(cfg, worlds, list(seeds), grid, wh).mean(-1) for wh in (False, True)}

@@ -145,8 +145,10 @@ def _drive(queue: list[Cell], slots: list[str | None], threads: int, status: dic
 
     running: dict[int, tuple[Cell, subprocess.Popen, Any]] = {}
     pending = list(queue)
-    bar = tqdm(total=sum(c.epochs for c in queue), initial=sum(epochs_done(c) for c in queue), unit="epoch",
-               desc="grid", mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    # a cell counts its epochs plus one step for its probes and figures: 100 % only when every metrics.json
+    # is written
+    bar = tqdm(total=sum(c.epochs + 1 for c in queue), initial=sum(epochs_done(c) for c in queue),
+               unit="step", desc="grid (epochs + probes)", mininterval=1.0 if sys.stderr.isatty() else 30.0)
     try:
         while pending or running:
             for s in range(len(slots)):
@@ -165,7 +167,7 @@ def _drive(queue: list[Cell], slots: list[str | None], threads: int, status: dic
                     log.close()
                     del running[s]
                     status[c.name] = _finish(c, proc.returncode, bar)
-            bar.n = sum(c.epochs if status.get(c.name) == "done" else epochs_done(c) for c in queue)
+            bar.n = sum(c.epochs + 1 if status.get(c.name) == "done" else epochs_done(c) for c in queue)
             done, failed = (sum(status.get(c.name) == s for c in queue) for s in ("done", "failed"))
             bar.set_postfix_str(f"cells {done}/{len(queue)} done, {len(running)} running, {failed} failed",
                                 refresh=False)

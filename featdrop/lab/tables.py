@@ -162,6 +162,26 @@ def suppression_curve(df, runs_dir: str, x: str | None = None):
     return fig
 
 
+def map_pairs(df, runs_dir: str | None = None):
+    """The embedding maps of expert and viewmaker runs of the same overlay and seed (and everything else
+    equal but the views), side by side; saved as ``<runs_dir>/figures/maps_expert_viewmaker.png``. None when
+    no such pair has its maps."""
+    by = [f for f in varying_fields(df) if f != "views"] + ["seed"]
+    rows = []
+    for key, group in df.groupby(by, dropna=False):
+        maps = {r["views"]: Path(r["run"]) / "figures" / "embedding.png" for _, r in group.iterrows()}
+        pair = [maps.get(v) for v in ("expert", "viewmaker")]
+        if all(p is not None and p.exists() for p in pair):
+            name = ", ".join(f"{f} {v}" for f, v in zip(by, key if isinstance(key, tuple) else (key,)))
+            rows.append((name, [("expert views", str(pair[0])), ("viewmaker views", str(pair[1]))]))
+    if not rows:
+        return None
+    fig = compare.images(rows)
+    if runs_dir:
+        rundir.save_figure(fig, Path(runs_dir) / "figures" / "maps_expert_viewmaker.png", dpi=150)
+    return fig
+
+
 def comparison(df, runs_dir: str, value: str = "probe"):
     """Bars of overlay × views → accuracy on both labels, saved as
     ``<runs_dir>/figures/comparison_<value>.png``."""

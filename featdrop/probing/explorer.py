@@ -17,29 +17,14 @@ from .. import probe, rundir
 from ..data import records
 from ..data.audio import RATE
 from ..oracles import store as oracle_store
-from ..train import Trainer, load_run, pretrain
+from ..train import load_run, pretrain
+from ..train.figures import draw_views
 from ..train.monitor import dropped_fraction
 from ..viz import plots
 
 
 def find_runs(root: str | Path = "runs") -> list[str]:
     return sorted(str(p.parent) for p in cfgmod.project_path(root).glob("*/checkpoint.pt"))
-
-
-def draw_views(trainer: Trainer, raw: torch.Tensor, k: int, g: torch.Generator, views: str | None = None,
-               budget: float | None = None):
-    """k views of raw (B, ...) in the modality's base space, their perturbations δ (viewmaker views;
-    else None) and their encoder inputs. ``views``/``budget`` default to the run's own; the trained
-    viewmaker is never changed (the budget is passed to this call only)."""
-    m, vm = trainer.data.modality, trainer.viewmaker
-    base = m.base(raw)
-    with torch.no_grad():
-        if (views or trainer.cfg.views) == "viewmaker" and vm is not None:
-            deltas = [vm.perturbation(base, g, budget=budget) for _ in range(k)]
-            outs = [base + d for d in deltas]
-        else:
-            outs, deltas = [m.expert_base(raw, g) for _ in range(k)], None
-        return outs, deltas, [m.to_encoder(v) for v in outs]
 
 
 class ViewExplorer:
@@ -116,10 +101,9 @@ class ViewExplorer:
             titles.append(title)
         fig = plots.view_grid(self.data.modality.base(raw), outs, deltas, [titles],
                               spectrogram=self.data.modality.audio)
+        kind = f"viewmaker views, budget ε {budget:g}" if views == "viewmaker" else "expert views"
         fig.suptitle(f"test #{index}: true alternate label {names[truth]}; clean input → "
-                     f"{names[int(clean_pred)]} ({float(clean_prob):.2f}); views = {views}, "
-                     f"budget {budget:g}",
-                     fontsize=8, y=1.08)
+                     f"{names[int(clean_pred)]} ({float(clean_prob):.2f}); {kind}", fontsize=8, y=1.08)
         return fig
 
     def alt_names(self) -> tuple[str, ...]:

@@ -184,12 +184,13 @@ def _check_same_labels(ref, sets, first: Path, other: Path) -> None:
 
 
 def reprobe(run_dirs, probe: str = "fast", probe_epochs: int | None = None, concat: bool = False,
-            device: str = "auto", out: str | Path | None = None):
+            device: str = "auto", out: str | Path | None = None, say=print):
     """Probe finished runs again; one row per run (or one row for ``concat``) as a pandas DataFrame.
 
     ``probe``: "fast" | "reference"; ``probe_epochs``: the reference protocol's epochs (None: each
     run's own ``probe_epochs``); ``concat``: one fast probe on all runs' features side by side;
-    ``device``: auto (CUDA when available) | cpu | cuda; ``out``: where the concat result goes.
+    ``device``: auto (CUDA when available) | cpu | cuda; ``out``: where the concat result goes; ``say``:
+    where the progress lines go (print).
     All input is checked before any model is loaded.
     """
     import pandas as pd
@@ -200,9 +201,16 @@ def reprobe(run_dirs, probe: str = "fast", probe_epochs: int | None = None, conc
                           "RUN_DIR/probes/<protocol>.json")
     dev = str(devmod.resolve(device))
     if concat:
+        say(f"reprobe: one fast probe on the features of {len(dirs)} runs, concatenated ...")
         rows = [probe_concat(dirs, dev, out)]
     else:
-        rows = [probe_run(d, probe, probe_epochs, dev) for d in dirs]
+        rows = []
+        for i, d in enumerate(dirs, 1):  # a line before and after each run: a reference probe takes minutes
+            say(f"reprobe {i}/{len(dirs)}: {d} ({probe} protocol) ...")
+            rows.append(probe_run(d, probe, probe_epochs, dev))
+            shown = "  ".join(f"{k} {rows[-1][k]:.3f}" for k in ("probe_main", "probe_alt", "probe_coarse")
+                              if rows[-1].get(k) is not None)
+            say(f"  {shown}  ({rows[-1]['wall_s']:.0f} s)")
     return pd.DataFrame([{k: v for k, v in r.items() if k != "runs"} for r in rows])
 
 
@@ -219,7 +227,7 @@ def table(df) -> str:
         "/".join(f"{row[c]:.3f}" for c in chance) for _, row in df.iterrows()]
     for c in ("probe_main", "probe_alt", "probe_coarse"):
         if c in shown:
-            shown[c] = shown[c].map(lambda v: f"{v:.4f}")
+            shown[c] = shown[c].map(lambda v: "–" if v is None or v != v else f"{v:.4f}")
     for c in ("probe_epochs", "feature_dim"):
         if c in shown:
             shown[c] = shown[c].map(lambda v: "" if v != v or v is None else str(int(v)))

@@ -23,7 +23,7 @@ from ..views import modality
 
 # Fields that may differ when resuming: they do not change what is computed.
 RESUME_FREE = {"epochs", "progress", "device", "data_dir", "out_dir", "compile", "download", "preset",
-               "oracles"}
+               "oracles", "tracker"}
 
 
 def state(trainer) -> dict:

@@ -42,6 +42,9 @@ def evaluate(trainer, probe: str | None = None, probe_epochs: int | None = None)
         split, clean = d.train.draw(0), d.modality.clean
         metrics = probemod.fast_metrics(ftr, fte, labelsets[2:], c.knn_k)  # coarse
         for name, ytr, yte, k in labelsets[:2]:
+            if k < 2:  # no alternate label (overlay "none")
+                metrics[f"probe_{name}"] = metrics[f"chance_{name}"] = None
+                continue
             g = torch.Generator(device=trainer.device).manual_seed(c.seed)
             metrics[f"probe_{name}"] = probemod.reference_probe(
                 trainer.encoder, _probe_views(trainer, split, g), len(ytr), ytr,

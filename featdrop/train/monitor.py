@@ -112,8 +112,8 @@ class Monitor:
         labelsets = [(name, ytr[itr], yte[ite], k) for name, ytr, yte, k in (
             ("main", split.labels, d.test.labels, d.num_classes),
             ("alt", split.alt_labels, d.test.alt_labels, d.num_alt_classes))]
-        out = {f"knn_{name}": probe.knn_accuracy(ftr, ytr, fte, yte, k, c.knn_k)
-               for name, ytr, yte, k in labelsets}
+        out = {f"knn_{name}": probe.knn_accuracy(ftr, ytr, fte, yte, k, c.knn_k) if k > 1 else None
+               for name, ytr, yte, k in labelsets}  # None: a label with one class (overlay "none")
         # the health metrics' own cost, beside the kNN monitor's (issue 11: < 10 % of an epoch)
         t0 = time.perf_counter()
         # feature dropout: one draw of the run's own views of the monitor's test images

@@ -19,7 +19,7 @@ from .. import fields, rundir
 from ..config import Config
 from ..errors import NonFiniteLossError
 from ..oracles import store as oracle_store
-from . import checkpoint
+from . import checkpoint, figures, tracking
 from .evaluate import destruction, evaluate
 from .trainer import Trainer
 
@@ -71,6 +71,7 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     checkpoint.check_space(trainer)
     prior_s = trainer.wall_prior
     trainer.wall_start = t0
+    trainer.tracker = tracking.make(trainer.cfg)
     if trainer.cfg.oracles:  # trained once per overlay configuration, then read every epoch
         trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device)
     trainer.fit(stop_after)
@@ -79,6 +80,10 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     metrics = evaluate(trainer)
     if trainer.oracles:
         metrics.update(destruction(trainer))
+    t1 = time.perf_counter()
+    found = figures.write(trainer, metrics)  # figures/, and the embedding map
+    metrics.update({f"map_knn_{k}": v for k, v in found["scores"].items()})
+    metrics["figures_s"] = time.perf_counter() - t1
     final = trainer.history[-1]
     c = trainer.cfg
     metrics.update({"epochs": trainer.epoch, "final_loss": final["loss"], "device": str(trainer.device),
@@ -90,6 +95,8 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     if not rundir.all_finite(metrics):
         raise NonFiniteLossError(f"non-finite metrics {metrics}")
     rundir.write_json(out / "metrics.json", metrics)
+    if trainer.tracker is not None:  # the projector and the hparams page
+        trainer.tracker.end(found["features"], found["labels"], found["names"], metrics)
     return metrics
 
 

@@ -13,6 +13,7 @@ non-finite check is read once, at the end of the epoch, before any checkpoint is
 """
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -30,10 +31,31 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..models import Decoder, build_encoder
 from ..views import modality
 from ..views.viewmaker import Viewmaker
-from . import checkpoint
+from . import checkpoint, tracking
 from .monitor import MONITOR_TRAIN, Monitor, positive_accuracy
 
 PROGRESS_EVERY = 25  # steps between progress-bar updates (each reads the loss: a sync)
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per epoch: the loss, speed, kNN on both labels and the game's health ('–' for a label the
+    run does not have)."""
+    def f(key, label):
+        v = row.get(key, "absent")
+        return "" if v == "absent" else f"  {label} {'–' if v is None else f'{v:.3f}'}"
+
+    return (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.3f}{f('viewmaker_loss', 'vm_loss')}  "
+            f"{row['images_per_s']:.0f} img/s{f('knn_main', 'kNN main')}{f('knn_alt', 'alt')}"
+            f"{f('pos_acc', 'pos_acc')}{f('alt_destroyed', 'alt_destroyed')}"
+            f"{f('main_destroyed', 'main_destroyed')}{f('overlay_budget_share', 'overlay_share')}")
+
+
+def say(line: str) -> None:
+    """A progress line on stdout and, inside a notebook kernel (papermill, JupyterLab), also on the kernel's
+    own stderr: the terminal that started papermill shows it without --log-output."""
+    print(line, flush=True)
+    if sys.stdout is not sys.__stdout__ and sys.__stderr__ is not None:
+        print(line, file=sys.__stderr__, flush=True)
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -89,6 +111,7 @@ class Trainer:
         # the wall time of the processes before this one (set by a resume), and when this one started
         self.wall_prior, self.wall_start = 0.0, time.perf_counter()
         self.oracles: dict = {}  # label → featdrop.oracles.store.Oracle, set by pretrain when cfg.oracles
+        self.tracker = None      # a TensorBoard or WandB tracker (train.tracking), set by pretrain
         self.monitor = Monitor(self)
 
     def _compiled_viewmaker(self):
@@ -200,7 +223,9 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, device=dev)  # first step with a non-finite loss, read after the epoch
         t0 = time.perf_counter()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not c.progress, leave=False)
+        # the step bar on a terminal or in a notebook; in a log file only the epoch lines
+        bar_on = c.progress and (sys.stderr.isatty() or sys.stdout is not sys.__stdout__)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not bar_on, leave=False)
         for s in bar:
             idx = perm[s * c.batch_size:(s + 1) * c.batch_size]
             out = self.step(split.images[idx], g, None if sup is None else sup[idx])
@@ -208,7 +233,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v
             finite = torch.isfinite(out["loss"]) & torch.isfinite(out.get("viewmaker_loss", out["loss"]))
             first_bad = torch.where((first_bad < 0) & ~finite, s, first_bad)
-            if c.progress and (s % PROGRESS_EVERY == 0 or s == steps - 1):
+            if bar_on and (s % PROGRESS_EVERY == 0 or s == steps - 1):
                 rate = (s + 1) * c.batch_size / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{out['loss'].item():.3f}", img_s=f"{rate:.0f}")
         bad = int(first_bad)  # the epoch's one host-device sync
@@ -240,11 +265,9 @@ class Trainer:
             self.history.append(row)
             checkpoint.save(self)
             done += 1
+            if self.tracker is not None:
+                self.tracker.epoch(row)
+                if self.epoch % tracking.VIEWS_EVERY == 0 or self.epoch == self.cfg.epochs:
+                    self.tracker.views(tracking.view_grid(self, self.epoch), self.epoch)
             if self.cfg.progress:
-                extra = "".join(f" {label} {row[key]:.3f}" for key, label in (
-                    ("viewmaker_loss", "vm_loss"), ("pos_acc", "pos_acc"), ("alt_dropped", "alt_dropped"),
-                    ("overlay_budget_share", "overlay_share")) if key in row)
-                print(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.3f}{extra}  "
-                      f"{row['images_per_s']:.0f} img/s  kNN main {row['knn_main']:.3f} "
-                      f"alt {row['knn_alt']:.3f}",
-                      flush=True)
+                say(epoch_line(row, self.cfg.epochs))

@@ -9,22 +9,31 @@ import numpy as np
 
 
 def comparison(df, value: str = "probe", title: str = ""):
-    """Seaborn bars: overlay × views → accuracy on the main and the alternate label (mean ± sd over seeds).
+    """Seaborn bars: overlay × views → accuracy on the main, the alternate and (CIFAR-10) the coarse label,
+    mean ± sd over seeds with each seed as a dot and each overlay's chance dotted. A label a run does not
+    have (the alternate label of overlay "none") gets no bar.
 
-    ``df`` has one row per run with columns overlay, views, seed, probe_main, probe_alt (and knn_*)."""
+    ``df`` has one row per run with columns overlay, views, seed, <value>_<label> and chance_<label>."""
     import pandas as pd
     import seaborn as sns
 
-    long = pd.concat([df.assign(label=lab, accuracy=df[f"{value}_{key}"])
-                      for key, lab in (("main", "main label"), ("alt", "alternate label"))])
-    g = sns.catplot(data=long, x="overlay", y="accuracy", hue="views", col="label", kind="bar",
-                    errorbar="sd", height=3.2, aspect=1.2, palette="deep")
+    labels = [(k, name) for k, name in (("main", "main label"), ("alt", "alternate label"),
+                                        ("coarse", "coarse label"))
+              if f"{value}_{k}" in df and df[f"{value}_{k}"].notna().any()]
+    long = pd.concat([df.assign(label=name, accuracy=df[f"{value}_{k}"].astype(float)) for k, name in labels])
+    long = long[long.accuracy.notna()]
+    order = list(dict.fromkeys(df["overlay"]))
+    g = sns.catplot(data=long, x="overlay", y="accuracy", hue="views", col="label", kind="bar", errorbar="sd",
+                    height=3.2, aspect=1.2, palette="deep", order=order, col_order=[n for _, n in labels])
     g.set(ylim=(0, 1))
-    for ax in g.axes.flat:  # the individual seeds as dots
-        lab = ax.get_title().split(" = ")[-1]
-        sns.stripplot(data=long[long.label == lab], x="overlay", y="accuracy", hue="views", dodge=True,
-                      ax=ax, palette="dark:k", size=3, legend=False)
-    g.figure.suptitle(title or f"linear {value} accuracy by overlay and views", y=1.03)
+    for ax, (key, name) in zip(g.axes.flat, labels):
+        sns.stripplot(data=long[long.label == name], x="overlay", y="accuracy", hue="views", dodge=True,
+                      ax=ax, palette="dark:k", size=3, legend=False, order=order)
+        for i, overlay in enumerate(order):  # chance differs by overlay (3 shapes, 10 digits, 26 letters)
+            chance = df.loc[df.overlay == overlay, f"chance_{key}"].astype(float).mean()
+            if chance == chance:
+                ax.hlines(chance, i - 0.4, i + 0.4, colors="k", linestyles=":", linewidth=1)
+    g.figure.suptitle(title or f"{value} accuracy by overlay and views (dotted: chance)", y=1.03)
     return g.figure
 
 
@@ -132,7 +141,7 @@ def suppression_bars(table, title: str = ""):
         ax.hlines(chance, xs - width / 2, xs + width / 2, colors="k", linestyles=":",
                   label="chance" if j == 0 else None)
         for xi, a, c in zip(xs, acc, chance):  # the value above the bar and its chance line
-            ax.text(xi, np.nanmax([a, c, 0]) + 0.01, "n/a" if math.isnan(a) else f"{a:.2f}",
+            ax.text(xi, np.nanmax([a, c, 0]) + 0.01, "–" if math.isnan(a) else f"{a:.2f}",
                     ha="center", va="bottom", fontsize=7)
     ticks = [o if o == "none" or math.isnan(s) else f"{o}\nsuppression {s:+.3f}"
              for o, s in zip(table.overlay, table.suppression_main)]
@@ -142,5 +151,22 @@ def suppression_bars(table, title: str = ""):
     ax.set_ylabel("linear-probe test accuracy")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    return fig
+
+
+def images(rows: list[tuple[str, list[tuple[str, str]]]], width: float = 11.0):
+    """Saved figures side by side: one row per (row title, [(panel title, PNG path), ...])."""
+    import matplotlib.image as mpimg
+
+    cols = max(len(panels) for _, panels in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(width, width / cols * 0.5 * len(rows) + 0.4),
+                             squeeze=False)
+    for (name, panels), row in zip(rows, axes):
+        for ax, (title, path) in zip(row, panels):
+            ax.imshow(mpimg.imread(path))
+            ax.set_title(f"{name}: {title}", fontsize=8)
+        for ax in row:
+            ax.axis("off")
     fig.tight_layout()
     return fig

@@ -23,7 +23,7 @@ def gallery(images: torch.Tensor, labels: torch.Tensor, alt_labels: torch.Tensor
     """Grid of examples, each titled with its main label and its alternate (overlay) label."""
     record = records.get(overlay)
     main_names, alt_names = record.main_names, record.alt_class_names()
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 2.0 * rows + 0.4))
     for i, ax in enumerate(np.asarray(axes).flat):
         ax.axis("off")
         if i >= len(images):
@@ -32,14 +32,20 @@ def gallery(images: torch.Tensor, labels: torch.Tensor, alt_labels: torch.Tensor
         alt = alt_names[int(alt_labels[i])] if record.has_alt_label() else ""
         ax.set_title(f"{main_names[int(labels[i])]}\n{alt}", fontsize=8)
     fig.suptitle(f"overlay = {overlay}: title = main label / alternate label", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2)  # two-line titles: room between the rows
     return fig
 
 
-def loss_curves(history: list[dict]):
-    """Per epoch: the contrastive loss (and the viewmaker's), the kNN monitor, and the game's health
-    (positive accuracy, the fraction of views that drop each label, the viewmaker's budget share on
-    the overlay beside the overlay's area share)."""
+def _values(history, key):
+    """A history column as floats, None (a label the run does not have) and absent as NaN."""
+    return [np.nan if r.get(key) is None else r[key] for r in history]
+
+
+def loss_curves(history: list[dict], chance: dict | None = None):
+    """Per epoch: the contrastive loss (and the viewmaker's), the kNN monitor with each label's chance
+    (``chance``: {"main": .., "alt": ..}), and the game's health (positive accuracy, the fraction of views
+    whose label the oracles read destroyed, or the encoder's probe reads dropped, the viewmaker's budget
+    share on the overlay beside the overlay's area share). A label the run does not have is left out."""
     ep = np.array([r["epoch"] for r in history])
     fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.5))
     ax.plot(ep, [r["loss"] for r in history], "o-", label="encoder loss")
@@ -48,32 +54,39 @@ def loss_curves(history: list[dict]):
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
-    ax2.plot(ep, [r["knn_main"] for r in history], "o-", label="main label")
-    ax2.plot(ep, [r["knn_alt"] for r in history], "s-", label="alternate label")
+    for i, (key, label) in enumerate((("main", "main label"), ("alt", "alternate label"))):
+        values = _values(history, f"knn_{key}")
+        if not np.isnan(values).all():
+            ax2.plot(ep, values, "os"[i] + "-", color=f"C{i}", label=label)
+            if chance and chance.get(key) is not None:
+                ax2.axhline(chance[key], color=f"C{i}", linestyle=":", linewidth=1, label=f"chance, {label}")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("kNN accuracy (monitor)")
     ax2.set_ylim(0, 1)
     ax2.legend(fontsize=8)
     curves = (("pos_acc", "positive found (pos_acc)", "o-"),
-              ("alt_dropped", "views dropping the alt label", "s-"),
-              ("main_dropped", "views dropping the main label", "^-"),
+              ("alt_destroyed", "views destroying the alt label (oracle)", "s-"),
+              ("main_destroyed", "views destroying the main label (oracle)", "^-"),
+              ("alt_dropped", "views the encoder's probe misreads: alt", "s:"),
+              ("main_dropped", "views the encoder's probe misreads: main", "^:"),
               ("overlay_budget_share", "share of |δ| on the overlay", "D-"),
               ("overlay_area_share", "overlay's share of the area", "k:"))
     for key, label, style in curves:
-        if any(key in r for r in history):
-            ax3.plot(ep, [r.get(key, np.nan) for r in history], style, label=label, markersize=4)
+        if not np.isnan(_values(history, key)).all():
+            ax3.plot(ep, _values(history, key), style, label=label, markersize=4)
     ax3.set_xlabel("epoch")
     ax3.set_ylabel("fraction")
     ax3.set_ylim(0, 1.02)
     ax3.set_title("game health", fontsize=9)
-    ax3.legend(fontsize=7)
+    ax3.legend(fontsize=6)
     fig.tight_layout()
     return fig
 
 
 def view_grid(originals: torch.Tensor, views: list[torch.Tensor],
               perturbations: list[torch.Tensor] | None = None,
-              titles: list[list[str]] | None = None, amplify: float = 5.0, spectrogram: bool = False):
+              titles: list[list[str]] | None = None, amplify: float = 5.0, spectrogram: bool = False,
+              title: str = ""):
     """Rows = examples; columns = the original, then each view (and, for a viewmaker, each view's
     perturbation δ amplified ``amplify``× around grey). Images in [0, 1] or uint8, (N, C, H, W)."""
     n, k = len(originals), len(views)
@@ -86,23 +99,26 @@ def view_grid(originals: torch.Tensor, views: list[torch.Tensor],
             panels.append((views[j][i], t))
             if perturbations is not None:
                 panels.append((0.5 + amplify * perturbations[j][i], f"δ{j + 1} ×{amplify:g}"))
-        for ax, (img, title) in zip(axes[i], panels):
+        for ax, (img, label) in zip(axes[i], panels):
             if spectrogram:
                 ax.imshow(img[0].detach().float().cpu().numpy(), origin="lower", aspect="auto", cmap="magma")
             else:
                 ax.imshow(_to_hwc(img), interpolation="nearest")
-            ax.set_title(title, fontsize=7)
+            ax.set_title(label, fontsize=7)
             ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def probe_bars(metrics: dict, title: str = ""):
     """Linear-probe and kNN accuracy for the main, the alternate and (CIFAR-10) the coarse label, with
-    chance marked. The alternate label is left out when it is constant (overlay "none")."""
+    chance marked. A label the run does not have (the alternate label of overlay "none": None, or an older
+    run's constant label with chance 1.0) is left out."""
     labels = {"main": "main label", "alt": "alternate label", "coarse": "coarse label"}
-    names = [n for n in labels
-             if f"probe_{n}" in metrics and not (n == "alt" and metrics.get("chance_alt") == 1.0)]
+    names = [n for n in labels if metrics.get(f"probe_{n}") is not None
+             and not (n == "alt" and metrics.get("chance_alt") == 1.0)]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(1.5 + 1.5 * len(names), 3.5))
     ax.bar(x - 0.2, [metrics[f"probe_{n}"] for n in names], 0.4, label="linear probe")
