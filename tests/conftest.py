@@ -40,3 +40,15 @@ def untimed(history):
     ...): what a resumed run must reproduce bit for bit."""
     return [{k: v for k, v in row.items() if not (k.endswith("_s") or k.startswith("wall_"))}
             for row in history]
+
+
+@pytest.fixture(autouse=True)
+def quick_oracles(monkeypatch, tmp_path_factory):
+    """A run in a test reads its views with label oracles trained for a few steps into this session's own
+    folder: no test trains the real readers (minutes each on a CPU) or reads a developer's cached ones, so
+    a fresh clone and a used checkout test the same thing. Tests of the readers themselves set their own."""
+    from featdrop.oracles import store
+
+    folder = tmp_path_factory.getbasetemp() / "oracles"
+    monkeypatch.setattr(store, "STEPS", {k: 10 for k in store.STEPS})
+    monkeypatch.setattr(store, "path", lambda cfg, label: folder / f"{store.key(cfg, label)}.pt")
