@@ -4,8 +4,8 @@ wrong although it reads the clean image right (destroyed) and 12 it reads right 
 clean image and titled with the oracle's reading.
 
     python scripts/oracle_panel.py docs/oracle_panel.png \\
-        runs/study19/overlay_opacity-1.0__views-expert__seed-0 \\
-        runs/study19/overlay_opacity-1.0__views-viewmaker__seed-0
+        runs/study19/views-expert__overlay_opacity-1.0__seed-0 \\
+        runs/study19/views-viewmaker__overlay_opacity-1.0__seed-0
 """
 from __future__ import annotations
 

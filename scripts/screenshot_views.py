@@ -1,10 +1,12 @@
-"""Check views.ipynb in a real JupyterLab: start JupyterLab headless on localhost, open the notebook
-in headless Chromium, run all cells, wait for the widgets and the figure, save a screenshot.
+"""Check an interactive notebook (views.ipynb, maps.ipynb) in a real JupyterLab: start JupyterLab headless on
+localhost, open the notebook in headless Chromium, run all cells, wait for the widgets and the figure, use
+one control, save a screenshot.
 
     pip install -e ".[screenshot]"; apt-get install chromium    # Debian's Chromium, not a download
     python scripts/screenshot_views.py --run-dir runs/quick-shapes-viewmaker --out docs/views_jupyterlab.png
+    python scripts/screenshot_views.py --notebook maps --run-dir RUN_A --run-dir RUN_B  # maps_jupyterlab.png
 
-The notebook is opened as a copy with ``run_dir`` (and ``index``) injected the way papermill does.
+The notebook is opened as a copy with its parameters injected the way papermill does.
 """
 from __future__ import annotations
 
@@ -49,30 +51,47 @@ def start_lab(port: int, token: str) -> subprocess.Popen:
     raise RuntimeError("JupyterLab did not start within 60 s")
 
 
-def parameterized_copy(run_dir: str | None, index: int) -> Path:
+# per notebook: its parameters from the command line, the control that shows the widgets are live (clicked
+# once before the screenshot), and the figures to wait for
+NOTEBOOKS = {
+    "views": dict(params=lambda dirs, index: {"run_dir": dirs[0] if dirs else None, "index": index,
+                                              "n_views": 4},
+                  control="button:has-text('resample noise')", figures=2),
+    "maps": dict(params=lambda dirs, index: {"run_dirs": dirs or None, "label": "main",
+                                             "select_x": [0.0, 0.3], "select_y": [0.0, 0.3]},
+                 control="button:has-text('overlay')", figures=2),
+}
+
+
+def parameterized_copy(notebook: str, run_dirs: list[str], index: int) -> Path:
     import nbformat
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = load_notebook_node(str(ROOT / "notebooks" / "views.ipynb"))
-    run_dir = str(Path(run_dir).resolve()) if run_dir else None  # the kernel starts in the notebook's folder
-    nb = parameterize_notebook(nb, {"run_dir": run_dir, "index": index, "n_views": 4})
-    out = ROOT / "notebooks" / "_views_screenshot.ipynb"  # opened where users open views.ipynb
+    nb = load_notebook_node(str(ROOT / "notebooks" / f"{notebook}.ipynb"))
+    dirs = [str(Path(d).resolve()) for d in run_dirs]  # the kernel starts in the notebook's folder
+    nb = parameterize_notebook(nb, NOTEBOOKS[notebook]["params"](dirs, index))
+    out = ROOT / "notebooks" / f"_{notebook}_screenshot.ipynb"  # opened where users open the notebook
     nbformat.write(nb, out)
     return out
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--run-dir", default=None, help="a trained run; default: the notebook trains a demo run")
+    ap.add_argument("--notebook", choices=sorted(NOTEBOOKS), default="views")
+    ap.add_argument("--run-dir", action="append", default=[],
+                    help="a trained run (maps: give it once per map); default: views trains a demo run, maps "
+                         "shows the first two runs with maps under runs/")
     ap.add_argument("--index", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "views_jupyterlab.png"))
+    ap.add_argument("--out", default=None, help="default: docs/<notebook>_jupyterlab.png")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for all cells")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    nb = parameterized_copy(args.run_dir, args.index)
+    nb = parameterized_copy(args.notebook, args.run_dir, args.index)
+    spec = NOTEBOOKS[args.notebook]
+    args.out = args.out or str(ROOT / "docs" / f"{args.notebook}_jupyterlab.png")
     port, token = free_port(), secrets.token_hex(16)
     step("start JupyterLab")
     lab = start_lab(port, token)
@@ -101,17 +120,17 @@ def main(argv=None) -> None:
                 page.get_by_text("Run All Cells", exact=True).click()
                 step("wait for the widgets and the live figure")
                 error = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg"
-                button = "button:has-text('resample noise')"
+                button = spec["control"]
                 page.wait_for_selector(f"{button}, {error}", timeout=wait_ms)
                 if page.locator(error).count():
                     raise RuntimeError("a cell failed: see the .failed.png screenshot")
                 step("wait for the kernel to finish")
                 page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=wait_ms)
-                page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output img').length >= 2",
-                                       timeout=wait_ms)
-                step("move the image slider (a live widget redraws the figure)")
+                page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output img').length >= "
+                                       f"{spec['figures']}", timeout=wait_ms)
+                step("use a control (a live widget redraws the figure)")
                 page.locator(button).first.click()
-                page.wait_for_timeout(1500)
+                page.wait_for_timeout(4000)
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=args.out)
                 n_imgs = page.locator(".jp-OutputArea-output img").count()

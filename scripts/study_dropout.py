@@ -1,18 +1,20 @@
 """Summarise the feature-dropout study (issue 19): suppression curves against the overlay's opacity and the
 viewmaker's budget, label destruction read by the oracles, and the paired suppression table.
 
-Run the two grids first (quick preset, shapes, 3 seeds; the default loss):
+Run the grids first (quick preset, shapes, 3 seeds; the default loss); the second is optional:
 
     featdrop grid --runs-dir runs/study19 --workers 2 overlay=shapes preset=quick \\
-        overlay_opacity=0,0.5,1.0 views=expert,viewmaker seed=0,1,2
+        views=expert,viewmaker overlay_opacity=1.0,0,0.5 seed=0,1,2
     featdrop grid --runs-dir runs/study19-budget --workers 2 overlay=shapes preset=quick views=viewmaker \\
         budget=0.1,0.2 overlay_opacity=0,1.0 seed=0,1,2
 
-then ``python scripts/study_dropout.py runs/study19 runs/study19-budget docs/study_dropout.png``.
+then ``python scripts/study_dropout.py runs/study19 runs/study19-budget docs/study_dropout.png``. Only cells
+with all their seeds (``--seeds``, default 3) are drawn; the table lists every cell with its count.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -27,28 +29,60 @@ PANELS = [("probe_main", "class probe (main)", "chance_main"), ("probe_alt", "sh
           ("main_destroyed", "views destroying the class (oracle)", None)]
 
 
+CELL = ["views", "overlay_opacity", "budget"]
+
+
+def paired_column(df):
+    """Per run, the class probe of its control (same views, budget and seed, opacity 0) minus its own: the
+    suppression each seed shows (0 for the controls themselves; NaN without a control)."""
+    control = df[df.overlay_opacity == 0].set_index(["views", "budget", "seed"])["probe_main"]
+    keys = list(zip(df.views, df.budget, df.seed))
+    return [control.get(k, float("nan")) - p for k, p in zip(keys, df.probe_main)]
+
+
 def main(opacity_dir: str = "runs/study19", budget_dir: str = "runs/study19-budget",
-         figure: str = "docs/study_dropout.png") -> None:
-    df = pd.concat([tables.collect(opacity_dir), tables.collect(budget_dir)], ignore_index=True)
-    by_opacity = df[df.budget == 0.05]
-    by_budget = df[df.views == "viewmaker"]
-    fig, axes = plt.subplots(2, len(PANELS), figsize=(4.1 * len(PANELS), 7.2))
-    compare.metric_curves(by_opacity, "overlay_opacity", PANELS, lines=("views",), axes=axes[0])
-    compare.metric_curves(by_budget, "budget", PANELS, lines=("overlay_opacity",), axes=axes[1])
-    axes[0, 0].set_ylabel("budget 0.05: against the shape's opacity")
-    axes[1, 0].set_ylabel("viewmaker views: against the budget ε")
-    fig.suptitle("shapes, quick preset (ConvNet, 5,000 images, 10 epochs), 3 seeds: mean ± sd", fontsize=10)
+         figure: str = "docs/study_dropout.png", seeds: int = 3) -> None:
+    frames = [tables.collect(d) for d in (opacity_dir, budget_dir) if Path(d).is_dir()]
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    df["suppression_main"] = paired_column(df)
+    counts = df.groupby(CELL).size()
+    print("runs per cell:", ", ".join(f"{v} op {o:g} ε {b:g}: {n}" for (v, o, b), n in counts.items()), "\n")
+    full = df[df.groupby(CELL)["seed"].transform("size") == int(seeds)]
+    panels = PANELS + [("suppression_main", "class suppression (paired)", None)]
+    by_opacity, by_budget = full[full.budget == 0.05], full[full.views == "viewmaker"]
+    rows = [(by_opacity, "overlay_opacity", ("views",), "budget 0.05: against the shape's opacity"),
+            (by_budget, "budget", ("overlay_opacity",), "viewmaker views: against the budget ε")]
+    rows = [r for r in rows if r[0][r[1]].nunique() > 1]  # a row only where its x was swept
+    if not rows:
+        print(f"no curve yet: no swept field has two values whose cells have all {seeds} seeds\n")
+        print(markdown(df))
+        return
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(3.9 * len(panels), 3.6 * len(rows)),
+                             squeeze=False)
+    for ax_row, (part, x, lines, ylabel) in zip(axes, rows):
+        compare.metric_curves(part, x, panels, lines=lines, axes=ax_row)
+        ax_row[0].set_ylabel(ylabel)
+        last = ax_row[-1]                       # a difference: its own scale, zero marked
+        last.set_ylim(auto=True)
+        last.relim()
+        last.autoscale_view()
+        last.axhline(0, color="k", linewidth=0.8)
+        last.set_ylabel("probe(opacity 0) − probe, same seed")
+    fig.suptitle(f"shapes, quick preset (ConvNet, 5,000 images, 10 epochs), {seeds} seeds per point: "
+                 f"mean ± sd", fontsize=10)
     fig.tight_layout()
     print(f"wrote {rundir.save_figure(fig, figure)}\n")
-    counts = df.groupby(["views", "overlay_opacity", "budget"]).size()
-    print("runs per cell:", ", ".join(f"{v} op {o:g} ε {b:g}: {n}" for (v, o, b), n in counts.items()), "\n")
     print(markdown(df))
 
 
 def markdown(df) -> str:
     """The table of the results page: per cell, the paired suppression of the class (probe and kNN) and the
     mean ± sd of the probes and of label destruction."""
-    paired = tables.paired_suppression(df).set_index(["views", "overlay_opacity", "budget"])
+    paired = tables.paired_suppression(df)
+    for field in CELL:  # a field not swept: one value for every cell
+        if field not in paired:
+            paired[field] = df[field].iloc[0]
+    paired = paired.set_index(CELL)
     rows = ["| views | opacity | ε | n | suppression: class probe (p) | suppression: class kNN (p) | "
             "probe class | probe shape | alt_destroyed | main_destroyed | wall s |", "|---" * 11 + "|"]
     for (views, opacity, budget), cell in df.groupby(["views", "overlay_opacity", "budget"]):
