@@ -62,6 +62,9 @@ def main(opacity_dir: str = "runs/study19", budget_dir: str = "runs/study19-budg
     for ax_row, (part, x, lines, ylabel) in zip(axes, rows):
         compare.metric_curves(part, x, panels, lines=lines, axes=ax_row)
         ax_row[0].set_ylabel(ylabel)
+        lo, hi = part[x].min(), part[x].max()  # one x range for the row (alt_destroyed has no opacity 0)
+        for ax in ax_row:
+            ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
         last = ax_row[-1]                       # a difference: its own scale, zero marked
         last.set_ylim(auto=True)
         last.relim()

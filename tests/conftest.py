@@ -1,3 +1,4 @@
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -52,3 +53,16 @@ def quick_oracles(monkeypatch, tmp_path_factory):
     folder = tmp_path_factory.getbasetemp() / "oracles"
     monkeypatch.setattr(store, "STEPS", {k: 10 for k in store.STEPS})
     monkeypatch.setattr(store, "path", lambda cfg, label: folder / f"{store.key(cfg, label)}.pt")
+
+
+@pytest.fixture(autouse=True)
+def notebook_cell_timeout(monkeypatch):
+    """A notebook cell that runs past 10 minutes fails its test instead of hanging the suite: papermill
+    waits forever by default, and once under heavy load (two grid workers beside the suite) a kernel went
+    idle while papermill still waited for its reply."""
+    if importlib.util.find_spec("papermill") is None:
+        return
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        functools.partial(papermill.execute_notebook, execution_timeout=600))
