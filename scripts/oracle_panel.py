@@ -56,12 +56,12 @@ def panel(run_dir: str, fig, row: int, rows: int):
 
 
 def main(figure: str, *run_dirs: str) -> None:
-    fig = plt.figure(figsize=(2 * SHOW * 0.62, 2 * len(run_dirs) * 0.8))
+    fig = plt.figure(figsize=(2 * SHOW * 0.62, 2 * len(run_dirs) * 0.8 + 0.5))
     for row, run in enumerate(run_dirs):
         panel(run, fig, row, len(run_dirs))
     fig.suptitle("the shape oracle on one view per test image: clean image (true shape) and view (what the "
                  "oracle reads); red: destroyed", fontsize=8)
-    fig.subplots_adjust(left=0.05, right=0.995, top=0.93, bottom=0.01, hspace=0.45, wspace=0.08)
+    fig.subplots_adjust(left=0.05, right=0.995, top=0.86, bottom=0.01, hspace=0.45, wspace=0.08)
     print(f"wrote {rundir.save_figure(fig, figure)}")
 
 
