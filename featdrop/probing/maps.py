@@ -41,7 +41,8 @@ class MapRun:
 
     @property
     def title(self) -> str:
-        return f"{Path(self.run_dir).name}: {self.cfg.overlay}, {self.cfg.views} views, seed {self.cfg.seed}"
+        c = self.cfg
+        return f"{c.overlay} (opacity {c.overlay_opacity:g}), {c.views} views, seed {c.seed}"
 
     def images(self, rows: np.ndarray) -> torch.Tensor:
         """The test images of map rows ``rows`` (the run's own test split, overlays drawn as in the run)."""
