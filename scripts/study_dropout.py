@@ -32,19 +32,11 @@ PANELS = [("probe_main", "class probe (main)", "chance_main"), ("probe_alt", "sh
 CELL = ["views", "overlay_opacity", "budget"]
 
 
-def paired_column(df):
-    """Per run, the class probe of its control (same views, budget and seed, opacity 0) minus its own: the
-    suppression each seed shows (0 for the controls themselves; NaN without a control)."""
-    control = df[df.overlay_opacity == 0].set_index(["views", "budget", "seed"])["probe_main"]
-    keys = list(zip(df.views, df.budget, df.seed))
-    return [control.get(k, float("nan")) - p for k, p in zip(keys, df.probe_main)]
-
-
 def main(opacity_dir: str = "runs/study19", budget_dir: str = "runs/study19-budget",
          figure: str = "docs/study_dropout.png", seeds: int = 3) -> None:
     frames = [tables.collect(d) for d in (opacity_dir, budget_dir) if Path(d).is_dir()]
     df = pd.concat([f for f in frames if len(f)], ignore_index=True)
-    df["suppression_main"] = paired_column(df)
+    df["suppression_main"] = tables.suppression_per_run(df, "probe_main")
     counts = df.groupby(CELL).size()
     print("runs per cell:", ", ".join(f"{v} op {o:g} ε {b:g}: {n}" for (v, o, b), n in counts.items()), "\n")
     full = df[df.groupby(CELL)["seed"].transform("size") == int(seeds)]

@@ -97,3 +97,20 @@ def test_a_label_a_run_does_not_have_is_shown_as_a_dash_never_as_an_accuracy():
     assert table.loc["shapes", "alternate"].startswith("0.900")
     assert "1.000" not in table.to_string()
     assert tables.mean_sd([None, float("nan")]) == "–" and tables.mean_sd([0.5, 0.7]) == "0.600 ± 0.141"
+
+
+def test_suppression_per_run_is_the_seed_by_seed_difference_the_table_averages():
+    df = grid()
+    d = tables.suppression_per_run(df, "probe_main")
+    expert = df[(df.views == "expert") & (df.overlay_opacity == 1.0)].sort_values("seed")
+    assert list(d[expert.index]) == pytest.approx([0.04, 0.06, 0.05])
+    assert (d[df.overlay_opacity == 0] == 0).all()                     # a control against itself
+    half = df[(df.views == "viewmaker") & (df.overlay_opacity == 0.5)].sort_values("seed")
+    assert list(d[half.index]) == pytest.approx([0.48 - 0.47, 0.49 - 0.50])
+    lonely = df.drop(df[(df.views == "viewmaker") & (df.overlay_opacity == 0) & (df.seed == 1)].index)
+    d = tables.suppression_per_run(lonely, "probe_main")
+    gone = lonely[(lonely.views == "viewmaker") & (lonely.seed == 1) & (lonely.overlay_opacity > 0)]
+    assert d[gone.index].isna().all() and d.drop(gone.index).notna().all()
+    t = tables.paired_suppression(df).set_index(["overlay_opacity", "views"])
+    per = tables.suppression_per_run(df, "probe_main")[expert.index]
+    assert t.loc[(1.0, "expert"), "suppression_main"] == pytest.approx(per.mean())

@@ -100,6 +100,25 @@ def _control_of(run, controls):
     return None
 
 
+def _is_control(df):
+    return (df["overlay"] == "none") | (df["overlay_opacity"].astype(float) == 0)
+
+
+def suppression_per_run(df, metric: str = "probe_main"):
+    """Per run, ``metric`` of its control minus its own, paired as in :func:`paired_suppression`: the
+    suppression each seed shows, 0 for a control itself and NaN for a run without a control."""
+    import numpy as np
+    import pandas as pd
+
+    is_control = _is_control(df)
+    controls = df[is_control]
+    diffs = []
+    for i, r in df.iterrows():
+        c = None if is_control[i] else _control_of(r, controls)
+        diffs.append(0.0 if is_control[i] else np.nan if c is None else c[metric] - r[metric])
+    return pd.Series(diffs, index=df.index, dtype=float)
+
+
 def paired_suppression(df, metrics=PAIRED):
     """Suppression as a paired difference, one row per cell (the runs that differ only in their seed):
     ``suppression_<metric>`` = metric(control) − metric(run) for each seed, where the control is the run
@@ -109,7 +128,7 @@ def paired_suppression(df, metrics=PAIRED):
     import pandas as pd
     from scipy import stats
 
-    is_control = (df["overlay"] == "none") | (df["overlay_opacity"].astype(float) == 0)
+    is_control = _is_control(df)
     controls, runs = df[is_control], df[~is_control]
     by = [f for f in varying_fields(df) if f != "seed"] or ["overlay", "views"]
     rows = []
