@@ -12,13 +12,13 @@ import time
 import pytest
 from conftest import DATA, ROOT, offline_cifar
 
-from featdrop import cli, config, errors, fields, rundir, train
+from featdrop import cli, config, errors, fields, rundir, runlock, train
 from featdrop.errors import ConfigError
 from featdrop.lab import launch, plan
 
 TINY = dict(overlay="shapes", preset="quick", oracles=False, subset=256, test_subset=128, batch_size=64,
             epochs=2, encoder="convnet", viewmaker_width=8, device="cpu")
-HOLD = "import sys, time; from featdrop import rundir; rundir.acquire(sys.argv[1]); " \
+HOLD = "import sys, time; from featdrop import runlock; runlock.acquire(sys.argv[1]); " \
        "print('held', flush=True); time.sleep(300)"
 
 
@@ -160,14 +160,14 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_reported(launched):
     c2 = launched["cells"]["seed-2"]
     assert (c2.dir / "metrics.json").exists()
     assert f"seed-2: taking over the lock left by pid {launched['dead_pid']}" in launched["text"]
-    assert rundir.inspect(c2.dir) == ("free", None)  # released cleanly after the run
+    assert runlock.inspect(c2.dir) == ("free", None)  # released cleanly after the run
 
 
 def test_cell_held_by_a_live_process_is_not_run_and_reported(launched):
     c3 = launched["cells"]["seed-3"]
     assert not (c3.dir / "config.json").exists() and not (c3.dir / "grid.log").exists()
     assert f"skip seed-3: running elsewhere (pid {launched['holder'].pid} on host" in launched["text"]
-    assert rundir.holder(c3.dir)["pid"] == launched["holder"].pid
+    assert runlock.holder(c3.dir)["pid"] == launched["holder"].pid
 
 
 def test_failing_cell_records_its_error_does_not_stop_the_others_and_sets_the_exit_code(launched):

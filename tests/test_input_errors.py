@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import DATA, ROOT, needs_cifar, needs_papermill
 
-from featdrop import cli, config, errors, rundir, train
+from featdrop import cli, config, errors, rundir, runlock, train
 from featdrop.lab import plan
 from featdrop.probing import suppression
 
@@ -204,9 +204,9 @@ def test_a_worker_dies_with_its_killed_launcher_and_the_cell_resumes(tmp_path):
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cell = tmp_path / "seed-0"
     deadline = time.monotonic() + 120
-    while rundir.holder(cell) is None and time.monotonic() < deadline:
+    while runlock.holder(cell) is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    worker = rundir.holder(cell)["pid"]
+    worker = runlock.holder(cell)["pid"]
     os.kill(launcher.pid, signal.SIGKILL)
     launcher.wait()
     deadline = time.monotonic() + 20
@@ -219,7 +219,7 @@ def test_a_worker_dies_with_its_killed_launcher_and_the_cell_resumes(tmp_path):
     else:
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the worker outlived its launcher")
-    assert rundir.holder(cell) is None  # released: the next launch takes the cell up
+    assert runlock.holder(cell) is None  # released: the next launch takes the cell up
 
 
 # ---------------------------------------------------------------------------- foreign encoders

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import needs_cifar
 
-from featdrop import config, errors, rundir, train
+from featdrop import config, errors, runlock, train
 from featdrop.config import ConfigError
 
 TINY = dict(overlay="shapes", oracles=False, subset=256, test_subset=128, batch_size=64, epochs=2,
@@ -29,11 +29,11 @@ def test_damaged_checkpoint_gives_a_clear_error_and_is_kept(tmp_path, data_dir):
 
 
 def test_a_second_run_on_a_locked_directory_fails_at_once(tmp_path):
-    with rundir.acquire(tmp_path / "run") as held:
+    with runlock.acquire(tmp_path / "run") as held:
         t0 = time.perf_counter()
         with pytest.raises(errors.RunLockedError) as err:
             # another open of the lock file conflicts even within one process once we drop our record
-            rundir._HELD.clear()
+            runlock._HELD.clear()
             train.pretrain(**TINY, data_dir=str(tmp_path / "nodata"), out_dir=str(tmp_path / "run"))
         assert time.perf_counter() - t0 < 5  # before any data is loaded
         assert str(tmp_path / "run") in str(err.value) and f"pid {os.getpid()}" in str(err.value)

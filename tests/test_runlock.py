@@ -8,9 +8,9 @@ import warnings
 import pytest
 from conftest import ROOT
 
-from featdrop import errors, rundir
+from featdrop import errors, runlock
 
-HOLD = "import sys, time; from featdrop import rundir; rundir.acquire(sys.argv[1]); " \
+HOLD = "import sys, time; from featdrop import runlock; runlock.acquire(sys.argv[1]); " \
        "print('held', flush=True); time.sleep(120)"
 
 
@@ -38,12 +38,12 @@ def test_second_run_fails_at_once_naming_dir_and_holder(tmp_path, other_process)
     run = tmp_path / "run"
     p = other_process(run)
     with pytest.raises(errors.RunLockedError) as err:
-        rundir.acquire(run)
+        runlock.acquire(run)
     msg = str(err.value)
     assert str(run) in msg and f"pid {p.pid}" in msg and "another out_dir" in msg and f"-p {p.pid}" in msg
-    info = rundir.holder(run)
+    info = runlock.holder(run)
     assert info["pid"] == p.pid and "host" in info and "started" in info
-    assert rundir.inspect(run)[0] == "held"
+    assert runlock.inspect(run)[0] == "held"
 
 
 def test_lock_of_a_killed_process_is_taken_over_with_a_message(tmp_path, other_process):
@@ -51,36 +51,36 @@ def test_lock_of_a_killed_process_is_taken_over_with_a_message(tmp_path, other_p
     p = other_process(run)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    state, left = rundir.inspect(run)
-    assert rundir.holder(run) is None and state == "stale" and left["pid"] == p.pid
-    with pytest.warns(rundir.StaleLockWarning, match=f"left by pid {p.pid} on host"):
-        lock = rundir.acquire(run)
-    assert rundir.holder(run)["pid"] == os.getpid()
+    state, left = runlock.inspect(run)
+    assert runlock.holder(run) is None and state == "stale" and left["pid"] == p.pid
+    with pytest.warns(runlock.StaleLockWarning, match=f"left by pid {p.pid} on host"):
+        lock = runlock.acquire(run)
+    assert runlock.holder(run)["pid"] == os.getpid()
     lock.release()
 
 
 def test_release_frees_the_directory_for_the_next_run_without_a_takeover(tmp_path):
     run = tmp_path / "new" / "run"
-    assert rundir.inspect(run) == ("free", None) and not run.exists()  # a check creates nothing
-    with rundir.acquire(run) as lock:
+    assert runlock.inspect(run) == ("free", None) and not run.exists()  # a check creates nothing
+    with runlock.acquire(run) as lock:
         assert run.is_dir() and lock.held
-    assert not lock.held and rundir.holder(run) is None and rundir.inspect(run) == ("free", None)
+    assert not lock.held and runlock.holder(run) is None and runlock.inspect(run) == ("free", None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a cleanly released lock is not "taken over"
-        rundir.acquire(run).release()
+        runlock.acquire(run).release()
     # and another process can take it
-    out = subprocess.run([sys.executable, "-c", "import sys; from featdrop import rundir; "
-                          "rundir.acquire(sys.argv[1]).release(); print('ok')", str(run)],
+    out = subprocess.run([sys.executable, "-c", "import sys; from featdrop import runlock; "
+                          "runlock.acquire(sys.argv[1]).release(); print('ok')", str(run)],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "ok", out.stderr
 
 
 def test_nested_acquire_in_one_process_releases_with_the_outermost(tmp_path):
     run = tmp_path / "run"
-    outer = rundir.acquire(run)
-    inner = rundir.acquire(run)  # e.g. train.pretrain inside a grid worker that holds the cell
+    outer = runlock.acquire(run)
+    inner = runlock.acquire(run)  # e.g. train.pretrain inside a grid worker that holds the cell
     assert inner is outer
     inner.release()
-    assert rundir.holder(run)["pid"] == os.getpid()
+    assert runlock.holder(run)["pid"] == os.getpid()
     outer.release()
-    assert rundir.holder(run) is None
+    assert runlock.holder(run) is None

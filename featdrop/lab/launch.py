@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import device as devmod
-from .. import fields, rundir
+from .. import fields, rundir, runlock
 from ..errors import ConfigError, RunLockedError
 from ..train import pretrain
 from . import concurrency, tables
@@ -47,7 +47,7 @@ def run_cell(params: dict, threads: int) -> int:
     torch.set_num_threads(threads)
     out = Path(params["out_dir"])
     try:
-        lock = rundir.acquire(out)
+        lock = runlock.acquire(out)
     except RunLockedError as e:
         print(e, file=sys.stderr, flush=True)
         return LOCKED_EXIT
@@ -122,16 +122,16 @@ def _triage(cells: list[Cell]) -> tuple[dict[str, str], list[Cell]]:
     status: dict[str, str] = {}
     queue = []
     for c in cells:
-        state, info = rundir.inspect(c.dir)
+        state, info = runlock.inspect(c.dir)
         if finished(c):
             status[c.name] = "finished"
         elif state == "held":
             status[c.name] = "held"
-            print(f"  skip {c.name}: running elsewhere ({rundir.describe(info)})", flush=True)
+            print(f"  skip {c.name}: running elsewhere ({runlock.describe(info)})", flush=True)
         else:
             if state == "stale":
-                print(f"  {c.name}: taking over the lock left by {rundir.describe(info)} (no longer running)",
-                      flush=True)
+                print(f"  {c.name}: taking over the lock left by {runlock.describe(info)} "
+                      "(no longer running)", flush=True)
             queue.append(c)
     if "finished" in status.values():
         print(f"  {sum(s == 'finished' for s in status.values())} cell(s) finished before: skipped",
@@ -154,10 +154,10 @@ def _drive(queue: list[Cell], slots: list[str | None], threads: int, status: dic
             for s in range(len(slots)):
                 while s not in running and pending:
                     c = pending.pop(0)
-                    holder = rundir.holder(c.dir)
+                    holder = runlock.holder(c.dir)
                     if finished(c) or holder:  # another launcher got there since the triage
                         status[c.name] = "held" if holder else "finished"
-                        bar.write(f"  skip {c.name}: " + (f"running elsewhere ({rundir.describe(holder)})"
+                        bar.write(f"  skip {c.name}: " + (f"running elsewhere ({runlock.describe(holder)})"
                                                           if holder else "finished elsewhere"))
                         continue
                     running[s] = (c, *_launch(c, slots[s], threads))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .. import rundir
+from .. import rundir, runlock
 from ..config import Config
 from ..data import records
 from ..data.images import ImageOverlaySet
@@ -100,7 +100,7 @@ def for_run(cfg: Config, data, device: torch.device, say=print, train: bool = Tr
 
 def load_or_train(cfg: Config, label: str, data, device: torch.device, say=print) -> Oracle:
     file = path(cfg, label)
-    with rundir.waiting_lock(file.with_suffix(".lock")):  # a second run needing it waits, then loads it
+    with runlock.waiting_lock(file.with_suffix(".lock")):  # a second run needing it waits, then loads it
         if file.exists():
             blob = torch.load(file, map_location=device, weights_only=False)
             oracle = _oracle(blob, device)

@@ -23,7 +23,7 @@ import torch
 from .. import config as cfgmod
 from .. import device as devmod
 from .. import probe as probemod
-from .. import rundir
+from .. import rundir, runlock
 from ..errors import ConfigError
 from ..train import load_run
 from ..train.evaluate import evaluate, probe_features
@@ -117,8 +117,8 @@ def _stamp(protocol: str, probe_epochs: int | None, device: str, t0: float) -> d
 def _load(run_dir: Path, device: str):
     trainer = load_run(run_dir, device=device)
     if trainer.epoch < trainer.cfg.epochs:
-        live = rundir.holder(run_dir)  # checkpoints are written atomically: reading one mid-run is safe
-        state = f"is training now ({rundir.describe(live)})" if live else "stopped"
+        live = runlock.holder(run_dir)  # checkpoints are written atomically: reading one mid-run is safe
+        state = f"is training now ({runlock.describe(live)})" if live else "stopped"
         print(f"note: {run_dir} {state} at epoch {trainer.epoch} of {trainer.cfg.epochs}; "
               f"probing that checkpoint", file=sys.stderr)
     return trainer

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import config as cfgmod
 from .. import device as devmod
-from .. import fields, rundir
+from .. import fields, rundir, runlock
 from ..config import Config
 from ..errors import NonFiniteLossError
 from ..oracles import store as oracle_store
@@ -30,7 +30,7 @@ def pretrain(cfg: Config | None = None, stop_after: int | None = None, **overrid
     rundir.check_out_dir(cfg.out_dir)
     new = not Path(cfg.out_dir).exists()
     try:
-        with rundir.acquire(cfg.out_dir):
+        with runlock.acquire(cfg.out_dir):
             return _pretrain_locked(cfg, stop_after)
     except BaseException:
         if new:  # a run that never started leaves nothing behind, not even its lock
