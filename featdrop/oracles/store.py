@@ -34,9 +34,11 @@ BATCH = 256
 # SGD steps of batch 256 per reader, its whole budget: the same on every machine, so a cached reader does not
 # depend on where it was trained. On the 2-core CPU a reader trains at about 1,300 images/s: 1,000 steps take
 # about 3.3 min. By (overlay, label); an overlay without an entry takes its modality's.
-# Digits need more: 800 steps read 0.74 of clean test composites, 1,600 read 0.85 (five minutes).
+# Glyphs need more: letters read 0.884 of clean test composites after 800 steps and 0.963 after 1,600
+# (about 5 min); digits 0.74 after 800, 0.85 after 1,600 and 0.878 after 3,000 (about 10 min), where it reads
+# its own clean training composites no better (0.882): more steps of this reader will not reach 0.90.
 STEPS = {("image", "alt"): 800, ("image", "main"): 2000, ("audio", "alt"): 300, ("audio", "main"): 600,
-         ("digits", "alt"): 1600}
+         ("digits", "alt"): 3000, ("letters", "alt"): 1600}
 
 
 def steps_for(cfg: Config, label: str) -> int:
