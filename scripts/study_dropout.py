@@ -34,8 +34,8 @@ CELL = ["views", "overlay_opacity", "budget"]
 
 def main(opacity_dir: str = "runs/study19", budget_dir: str = "runs/study19-budget",
          figure: str = "docs/study_dropout.png", seeds: int = 3) -> None:
-    frames = [tables.collect(d) for d in (opacity_dir, budget_dir) if Path(d).is_dir()]
-    df = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    started = [d for d in (opacity_dir, budget_dir) if any(Path(d).glob("*/metrics.json"))]  # a finished run
+    df = pd.concat([tables.collect(d) for d in started], ignore_index=True)
     df["suppression_main"] = tables.suppression_per_run(df, "probe_main")
     counts = df.groupby(CELL).size()
     print("runs per cell:", ", ".join(f"{v} op {o:g} ε {b:g}: {n}" for (v, o, b), n in counts.items()), "\n")
@@ -85,8 +85,9 @@ def markdown(df) -> str:
         sup = [tables.format_paired(paired.loc[[key]])[c].iloc[0] if key in paired.index else "– (control)"
                for c in ("suppression_main", "suppression_knn_main")]
         stat = [tables.mean_sd(cell[c]) if c in cell else "–" for c in ("probe_main", "probe_alt",
-                                                                        "alt_destroyed",
-                                                                         "main_destroyed", "wall_s")]
+                                                                        "alt_destroyed", "main_destroyed")]
+        stat.append(f"{cell.wall_s.mean():.0f} ± {cell.wall_s.std():.0f}" if len(cell) > 1
+                    else f"{cell.wall_s.mean():.0f}")                   # seconds: no decimals
         rows.append(f"| {views} | {opacity:g} | {budget:g} | {len(cell)} | {sup[0]} | {sup[1]} | "
                     + " | ".join(stat) + " |")
     return "\n".join(rows)
