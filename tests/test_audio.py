@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
-from conftest import DATA, ROOT
+from conftest import DATA, run_notebook
 from scipy.io import wavfile
 
 from featdrop import config, train
@@ -276,11 +276,10 @@ def test_audio_oracles_read_the_noise_type_and_the_digit(tiny_dir, tmp_path, mon
 
 
 def test_pretrain_notebook_runs_with_noise_and_the_viewmaker(tiny_dir, tmp_path):
-    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("papermill")
     run = tmp_path / "run"
     params = dict(TINY, views="viewmaker", noise_draw="independent", data_dir=str(tiny_dir), out_dir=str(run))
-    papermill.execute_notebook(str(ROOT / "notebooks" / "pretrain.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    run_notebook("pretrain", tmp_path / "out.ipynb", **params)
     metrics = json.loads((run / "metrics.json").read_text())
     assert all(math.isfinite(metrics[k]) for k in ("probe_main", "probe_alt", "knn_main", "knn_alt"))
     for fig in ("inputs", "loss_curves", "views", "probes"):

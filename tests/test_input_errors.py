@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA, ROOT, needs_cifar, needs_papermill
+from conftest import DATA, ROOT, NotebookFailed, needs_cifar, needs_papermill, run_notebook
 
 from featdrop import cli, config, errors, rundir, runlock, train
 from featdrop.lab import plan
@@ -56,12 +56,8 @@ def test_knn_k_beyond_the_monitors_items_is_refused_before_training(tmp_path, da
 
 @needs_papermill
 def test_a_bad_seed_through_papermill_names_the_field(tmp_path):
-    import papermill
-
-    with pytest.raises(papermill.PapermillExecutionError) as err:
-        papermill.execute_notebook(str(ROOT / "notebooks" / "pretrain.ipynb"), str(tmp_path / "out.ipynb"),
-                                   parameters={"seed": 1.5, "out_dir": str(tmp_path / "run")},
-                                   kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    with pytest.raises(NotebookFailed) as err:
+        run_notebook("pretrain", tmp_path / "out.ipynb", seed=1.5, out_dir=str(tmp_path / "run"))
     assert "ConfigError" in str(err.value) and "'seed' = 1.5 is invalid: allowed int" in str(err.value)
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import needs_cifar, needs_module
+from conftest import needs_cifar, needs_module, run_notebook
 
 from featdrop import train
 from featdrop.viz import embedding
@@ -127,9 +127,7 @@ def test_a_run_with_wandb_logs_offline_into_the_run(tmp_path, data_dir, monkeypa
 
 @needs_cifar
 def test_maps_of_two_runs_side_by_side_select_their_images_and_run_under_papermill(tmp_path, data_dir):
-    import papermill
-    from conftest import ROOT
-
+    pytest.importorskip("papermill")
     from featdrop.data import images
     from featdrop.probing.maps import MapExplorer
 
@@ -153,9 +151,6 @@ def test_maps_of_two_runs_side_by_side_select_their_images_and_run_under_papermi
     assert legend == ["square", "triangle", "circle"]                       # the overlay's class names
     # the notebook, through papermill, with the live controls and the static figure
     out = tmp_path / "maps.out.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "maps.ipynb"), str(out), kernel_name="python3",
-                               parameters=dict(run_dirs=[str(runs["expert"]), str(runs["viewmaker"])],
-                                               label="main"),
-                               cwd=str(ROOT), progress_bar=False)
+    run_notebook("maps", out, run_dirs=[str(runs["expert"]), str(runs["viewmaker"])], label="main")
     text = out.read_text()
     assert "application/vnd.jupyter.widget-view+json" in text and text.count("image/png") >= 2

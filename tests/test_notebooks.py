@@ -2,11 +2,9 @@
 import ast
 import json
 import math
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, needs_cifar, needs_nbformat, needs_papermill
+from conftest import ROOT, NotebookFailed, needs_cifar, needs_nbformat, needs_papermill, run_notebook
 
 from featdrop import config
 
@@ -17,22 +15,8 @@ TINY = dict(preset="quick", oracles=False, epochs=1, subset=256, test_subset=128
             progress=False)
 
 
-class NotebookFailed(Exception):
-    pass
-
-
 def execute(name, tmp_path, **params):
-    """The notebook through papermill in a process of its own, as a user runs it: one papermill client per
-    process (run in-process after other notebooks, papermill once waited forever for a kernel that had
-    finished)."""
-    out = tmp_path / f"{name}.out.ipynb"
-    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{name}.ipynb"), str(out),
-           "-y", json.dumps(params), "-k", "python3", "--cwd", str(ROOT), "--no-progress-bar",
-           "--execution-timeout", "600"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise NotebookFailed(done.stderr[-4000:])
-    return json.loads(out.read_text())
+    return run_notebook(name, tmp_path / f"{name}.out.ipynb", **params)
 
 
 def read_notebook(path):

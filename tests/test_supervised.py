@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, needs_cifar
+from conftest import needs_cifar, run_notebook
 
 from featdrop import config, train
 from featdrop.config import ConfigError
@@ -61,12 +61,11 @@ def test_supervised_runs_train_their_heads_and_probe_every_label(tmp_path, data_
 
 @needs_cifar
 def test_pretrain_notebook_runs_supervised_on_coarse_labels(tmp_path, data_dir):
-    papermill = pytest.importorskip("papermill", reason="papermill is not installed (pip install -e .)")
+    pytest.importorskip("papermill", reason="papermill is not installed (pip install -e .)")
     run = tmp_path / "run"
     params = dict(TINY, supervise="coarse", loss="spread", data_dir=data_dir, out_dir=str(run))
     del params["knn_k"]
-    papermill.execute_notebook(str(ROOT / "notebooks" / "pretrain.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    run_notebook("pretrain", tmp_path / "out.ipynb", **params)
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["probe_coarse"] <= 1 and metrics["loss"] == "spread"
     assert "coarse" in (tmp_path / "out.ipynb").read_text()  # the metrics table lists the coarse label

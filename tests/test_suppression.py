@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import ROOT, needs_cifar
+from conftest import needs_cifar, run_notebook
 
 from featdrop import cli, errors
 from featdrop.probing import suppression
@@ -145,14 +145,12 @@ def test_bad_arguments_fail_before_any_data_is_read(tmp_path, capsys):
 
 @needs_cifar
 def test_notebook_runs_with_tiny_parameters_on_a_torchscript_file(tmp_path, data_dir):
-    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("papermill")
     model = tmp_path / "pixels.pt"
     torch.jit.script(PooledPixels()).save(str(model))
     out, executed = tmp_path / "report", tmp_path / "suppression.out.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "suppression.ipynb"), str(executed),
-                               parameters=dict(spec=f"file:{model}", overlays=["none", "shapes"], subset=200,
-                                               test_subset=100, data_dir=data_dir, out_dir=str(out)),
-                               kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    run_notebook("suppression", executed, spec=f"file:{model}", overlays=["none", "shapes"], subset=200,
+                 test_subset=100, data_dir=data_dir, out_dir=str(out))
     t = pd.read_csv(out / "suppression.csv")
     assert list(t.overlay) == ["none", "shapes"] and (t.feature_dim == 192).all() and (t.n_test == 100).all()
     assert (out / "suppression.png").stat().st_size > 5000

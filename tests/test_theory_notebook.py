@@ -1,18 +1,14 @@
 """notebooks/theory.ipynb runs end to end through papermill with tiny parameters and writes finite results."""
 import json
 
-from conftest import ROOT, needs_papermill
+from conftest import needs_papermill, run_notebook
 
 
 @needs_papermill
 def test_theory_notebook_runs(tmp_path):
-    import papermill
-
     out = tmp_path / "out"
-    papermill.execute_notebook(
-        str(ROOT / "notebooks" / "theory.ipynb"), str(tmp_path / "theory.ipynb"),
-        parameters=dict(steps=30, batch=64, n_probe=300, ps=[0.0, 1.0], seeds=[0], out=str(out)),
-        kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    run_notebook("theory", tmp_path / "theory.ipynb", steps=30, batch=64, n_probe=300, ps=[0.0, 1.0],
+                 seeds=[0], out=str(out))
     res = json.loads((out / "results.json").read_text())
     values = [x for row in res["acc_A"] + res["acc_B"] for x in row]
     assert len(values) == 4 and all(0.0 <= x <= 1.0 for x in values)
