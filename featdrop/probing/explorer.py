@@ -135,9 +135,6 @@ class ViewExplorer:
     # ---------------------------------------------------------------- JupyterLab
     def widget(self, runs_root: str = "runs"):
         import ipywidgets as w
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
         runs = find_runs(runs_root) or [self.run_dir]
         if self.run_dir not in runs:
             runs.append(self.run_dir)
@@ -149,12 +146,9 @@ class ViewExplorer:
         out = w.Output()
         state = {"resample": 0}
 
-        def redraw(*_):
-            with out:
-                out.clear_output(wait=True)
-                fig = self.figure(index.value, kind.value, budget.value, state["resample"])
-                display(fig)
-                plt.close(fig)
+        def redraw(*_, first: bool = False):
+            fig = self.figure(index.value, kind.value, budget.value, state["resample"])
+            plots.show_in(out, fig, first)
 
         def change_run(change):
             fresh = ViewExplorer(change["new"], index.value, self.n_views, seed=self.seed)
@@ -171,7 +165,7 @@ class ViewExplorer:
             control.observe(redraw, names="value")
         run.observe(change_run, names="value")
         again.on_click(resample)
-        redraw()
+        redraw(first=True)
         return w.VBox([w.HBox([run, kind]), w.HBox([index, budget, again]), out])
 
     # ---------------------------------------------------------------- audio runs

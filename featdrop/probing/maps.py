@@ -107,7 +107,6 @@ class MapExplorer:
 
     def widget(self):
         import ipywidgets as w
-        from IPython.display import display
 
         options = sorted(set(find_maps(self.runs_root)) | {r.run_dir for r in self.runs})
         runs = w.SelectMultiple(options=options, value=[r.run_dir for r in self.runs], description="runs",
@@ -118,18 +117,15 @@ class MapExplorer:
         ys = w.FloatRangeSlider(value=self.box[1], min=0, max=1, step=0.01, description="select y")
         out = w.Output()
 
-        def redraw(*_):
+        def redraw(*_, first: bool = False):
             if runs.value:
                 chosen = list(runs.value)
                 if chosen != [r.run_dir for r in self.runs]:
                     self.runs = [MapRun(d) for d in chosen]
-            with out:
-                out.clear_output(wait=True)
-                fig = self.figure(label.value, (xs.value, ys.value))
-                display(fig)
-                plt.close(fig)
+            fig = self.figure(label.value, (xs.value, ys.value))
+            plots.show_in(out, fig, first)
 
         for control in (runs, label, xs, ys):
             control.observe(redraw, names="value")
-        redraw()
+        redraw(first=True)
         return w.VBox([w.HBox([runs, label]), w.HBox([xs, ys]), out])

@@ -155,3 +155,21 @@ def spectrograms(split, n: int = 16, cols: int = 8):
                  fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def show_in(out, fig, first: bool = False) -> None:
+    """Show ``fig`` in the ipywidgets ``Output`` ``out``, replacing what it showed, and close it. The first
+    picture goes straight into the widget's outputs instead of through output capture: papermill's client
+    (nbclient) routes captured output and ``clear_output(wait=True)`` itself, and under load it twice waited
+    forever on a kernel that had finished the widget's cell (the view and map explorers, fresh clones).
+    Later pictures follow a user's clicks in JupyterLab, where capture is the ordinary way."""
+    from IPython.display import display
+
+    if first:
+        out.outputs = ()
+        out.append_display_data(fig)
+    else:
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+    plt.close(fig)
