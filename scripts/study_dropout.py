@@ -86,8 +86,7 @@ def markdown(df) -> str:
                for c in ("suppression_main", "suppression_knn_main")]
         stat = [tables.mean_sd(cell[c]) if c in cell else "–" for c in ("probe_main", "probe_alt",
                                                                         "alt_destroyed", "main_destroyed")]
-        stat.append(f"{cell.wall_s.mean():.0f} ± {cell.wall_s.std():.0f}" if len(cell) > 1
-                    else f"{cell.wall_s.mean():.0f}")                   # seconds: no decimals
+        stat.append(tables.mean_sd(cell.wall_s, digits=0))  # seconds
         rows.append(f"| {views} | {opacity:g} | {budget:g} | {len(cell)} | {sup[0]} | {sup[1]} | "
                     + " | ".join(stat) + " |")
     return "\n".join(rows)

@@ -48,16 +48,16 @@ def varying_fields(df) -> list[str]:
             and df[f].astype(str).nunique() > 1]
 
 
-def mean_sd(values) -> str:
-    """'mean ± sd' (sample sd, over seeds) of the values that are not None/NaN; one value alone; '–' for
-    none."""
+def mean_sd(values, digits: int = 3) -> str:
+    """'mean ± sd' (sample sd, over seeds) of the values that are not None/NaN, with ``digits`` decimals;
+    one value alone; '–' for none."""
     import numpy as np
 
     v = np.array([x for x in values if x is not None], dtype=float)
     v = v[~np.isnan(v)]
     if not len(v):
         return "–"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
 
 
 def summary(df, by=None):
@@ -104,18 +104,23 @@ def _is_control(df):
     return (df["overlay"] == "none") | (df["overlay_opacity"].astype(float) == 0)
 
 
+def _controls(df) -> dict:
+    """Per run (by index) of the runs that are not controls, its control row (:func:`_control_of`) or None:
+    the one pairing behind the paired table and the per-run differences."""
+    is_control = _is_control(df)
+    controls = df[is_control]
+    return {i: _control_of(r, controls) for i, r in df[~is_control].iterrows()}
+
+
 def suppression_per_run(df, metric: str = "probe_main"):
     """Per run, ``metric`` of its control minus its own, paired as in :func:`paired_suppression`: the
     suppression each seed shows, 0 for a control itself and NaN for a run without a control."""
     import numpy as np
     import pandas as pd
 
-    is_control = _is_control(df)
-    controls = df[is_control]
-    diffs = []
-    for i, r in df.iterrows():
-        c = None if is_control[i] else _control_of(r, controls)
-        diffs.append(0.0 if is_control[i] else np.nan if c is None else c[metric] - r[metric])
+    paired = _controls(df)
+    diffs = [0.0 if i not in paired else np.nan if paired[i] is None else paired[i][metric] - df.at[i, metric]
+             for i in df.index]
     return pd.Series(diffs, index=df.index, dtype=float)
 
 
@@ -128,13 +133,12 @@ def paired_suppression(df, metrics=PAIRED):
     import pandas as pd
     from scipy import stats
 
-    is_control = _is_control(df)
-    controls, runs = df[is_control], df[~is_control]
+    paired = _controls(df)
+    runs = df.loc[list(paired)]
     by = [f for f in varying_fields(df) if f != "seed"] or ["overlay", "views"]
     rows = []
     for key, cell in runs.groupby(by, dropna=False, sort=False):
-        pairs = [(r, _control_of(r, controls)) for _, r in cell.iterrows()]
-        pairs = [(r, c) for r, c in pairs if c is not None]
+        pairs = [(r, paired[i]) for i, r in cell.iterrows() if paired[i] is not None]
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)), n=len(pairs),
                    partner=(f"overlay={pairs[0][1]['overlay']}, opacity {pairs[0][1]['overlay_opacity']:g}"
                             if pairs else "none: no run with overlay=none or overlay_opacity=0, same fields"))
