@@ -101,8 +101,9 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
 
 
 def load_run(out_dir: str | Path, device: str = "cpu") -> Trainer:
-    """Rebuild a trained run (encoder, viewmaker, data) from its directory, for inspection."""
-    trainer = Trainer(checkpoint.run_config(out_dir, device=device, progress=False))
+    """Rebuild a trained run (encoder, viewmaker, data) from its directory, for inspection: eager (it makes
+    views in batches of any size, where a compiled viewmaker would warm up again for each)."""
+    trainer = Trainer(checkpoint.run_config(out_dir, device=device, progress=False, compile=False))
     if not checkpoint.resume(trainer):
         raise FileNotFoundError(f"no checkpoint.pt in {out_dir}")
     return trainer

@@ -116,8 +116,9 @@ class Trainer:
 
     def _compiled_viewmaker(self):
         """compile: the viewmaker only. Its noise comes in as tensors, so it traces without graph breaks;
-        compiling the encoder made the expert step slower on an H100 (9,538 → 6,237 img/s). On a 2-core CPU
-        it gains 5-7 % over channels_last after a 2-minute warm-up (docs/benchmarks.md), so it is off."""
+        compiling the encoder made the expert step slower on an H100 (9,538 → 6,237 img/s) and gained nothing
+        on a 2-core CPU. The compiled viewmaker wins in the benchmark's isolated step on the CPU (1.27×) but
+        made whole quick runs slower (docs/benchmarks.md), so it is off by default."""
         if self.cfg.compile and self.viewmaker is not None:
             return torch.compile(self.viewmaker)
         elif self.cfg.compile:
