@@ -85,9 +85,9 @@ def budget_effect(df, base: float = 0.05) -> list[str]:
             pair = by_seed[[base, budget]].dropna()
             d = (pair[budget] - pair[base]).to_numpy()
             p = stats.ttest_rel(pair[budget], pair[base]).pvalue if len(d) > 1 and d.std() > 0 else np.nan
+            sd = d.std(ddof=1) if len(d) > 1 else np.nan
             lines.append(f"opacity {opacity:g}, ε {budget:g} against ε {base:g}: class suppression "
-                         f"{d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else np.nan:.3f} over {len(d)} seeds "
-                         f"(paired p {p:.2g})")
+                         f"{d.mean():+.3f} ± {sd:.3f} over {len(d)} seeds (paired p {p:.2g})")
     return lines
 
 

@@ -4,7 +4,6 @@ import shutil
 
 import pytest
 import torch
-
 from test_fast_step import raw_batch, synthetic_trainer
 
 

@@ -46,6 +46,14 @@ def test_keeping_crops_contain_their_box():
     assert (x0 * 32 <= boxes[:, 0] + eps).all() and ((x0 + w) * 32 >= boxes[:, 1] - eps).all()
     assert (y0 * 32 <= boxes[:, 2] + eps).all() and ((y0 + h) * 32 >= boxes[:, 3] - eps).all()
     assert w.min() >= 0.45 - eps and w.std() > 0.1  # crops of many sizes, never below the smallest side
+    # with near_full, that share of the crops is at least 0.85 of the side, on both axes, and still keeps
+    # the box: about half here, against about 0.15 / 0.55 of the plain draw's widths
+    x0, y0, w, h = reader.keeping_crops(boxes, 32, g, near_full=0.5)
+    assert (x0 * 32 <= boxes[:, 0] + eps).all() and ((x0 + w) * 32 >= boxes[:, 1] - eps).all()
+    assert (y0 * 32 <= boxes[:, 2] + eps).all() and ((y0 + h) * 32 >= boxes[:, 3] - eps).all()
+    near = ((w >= 0.85 - eps) & (h >= 0.85 - eps)).float().mean().item()
+    plain = ((w0 := reader.keeping_crops(boxes, 32, g)[2]) >= 0.85).float().mean().item()
+    assert 0.45 < near < 0.62 and plain < 0.35 and w0.min() >= 0.45 - eps
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +135,9 @@ def test_oracles_are_trained_once_per_configuration_and_a_run_records_destructio
     assert store.key(reseeded, "alt") == store.key(cfg, "alt")
     half = config.resolve(config.make(**{**kw, "overlay_opacity": 0.5}), cuda_available=False)
     assert store.key(half, "alt") != store.key(cfg, "alt")
+    # a reader whose recipe changed (digits: half its crops near full size) is cached under a new version
+    digits = config.resolve(config.make(**{**kw, "overlay": "digits"}), cuda_available=False)
+    assert store.key(digits, "alt").endswith("-v2") and store.key(digits, "main").endswith("-v1")
 
 
 def test_the_view_explorer_loads_only_cached_oracles(tmp_path, monkeypatch):

@@ -73,9 +73,17 @@ def keep_boxes(masks: torch.Tensor, copies: int, g: torch.Generator) -> torch.Te
     return torch.stack([first(cols), end(cols), first(rows), end(rows)], 1).float()
 
 
-def keeping_crops(boxes: torch.Tensor, size: int, g: torch.Generator, min_side: float = 0.45):
+def keeping_crops(boxes: torch.Tensor, size: int, g: torch.Generator, min_side: float = 0.45,
+                  near_full: float = 0.0, near_full_side: float = 0.85):
     """Crop windows (x0, y0, w, h), fractions of the side, each containing its box; sides uniform between
-    the larger of the box and ``min_side`` (0.45: about RandomResizedCrop's smallest area, 0.2) and 1."""
+    the larger of the box and ``min_side`` (0.45: about RandomResizedCrop's smallest area, 0.2) and 1. A
+    fraction ``near_full`` of them take sides of at least ``near_full_side`` instead: more of the scale of
+    clean images and of viewmaker views, which are never cropped."""
+    if near_full:
+        wide = keeping_crops(boxes, size, g, min_side)
+        near = keeping_crops(boxes, size, g, near_full_side)
+        pick = torch.rand(len(boxes), generator=g, device=boxes.device) < near_full
+        return tuple(torch.where(pick, a, b) for a, b in zip(near, wide))
     dev = boxes.device
 
     def axis(lo, hi):
@@ -110,14 +118,14 @@ def blobs(shape, g: torch.Generator, device, amplitude: float = 0.25, p: float =
 
 
 def image_views(x: torch.Tensor, g: torch.Generator, masks: torch.Tensor | None = None, copies: int = 1,
-                noise: float = 0.04) -> torch.Tensor:
+                noise: float = 0.04, near_full: float = 0.0) -> torch.Tensor:
     """Label-preserving views of uint8 images (B, 3, 32, 32) → CIFAR-normalised float. With ``masks`` (the
     overlay's pixels) the crops keep the overlay and the blur stays below σ = 1 px (the expert views' σ of up
     to 2 px makes a 10-px digit illegible); without (the photo's class), the expert views' own crops, which
-    SimCLR takes as class-preserving."""
+    SimCLR takes as class-preserving. ``near_full``: see :func:`keeping_crops`."""
     n, s = x.shape[0], x.shape[-1]
     if masks is not None:
-        crop, sigma = keeping_crops(keep_boxes(masks, copies, g), s, g), (0.1, 1.0)
+        crop, sigma = keeping_crops(keep_boxes(masks, copies, g), s, g, near_full=near_full), (0.1, 1.0)
     else:
         crop, sigma = expert.crop_params(n, g, x.device), (0.1, 2.0)
     v = expert.expert_views(x.float(), g, in_scale=1 / 255, crop=crop, blur_sigma=sigma)  # [0, 1]
