@@ -32,9 +32,8 @@ from . import reader as readers
 VERSION = 1
 # A reader whose recipe changed since VERSION 1 has its own version, so its cache name changes with it
 RECIPE_VERSION = {("digits", "alt"): 2}
-# The fraction of an overlay reader's crops kept near full size (reader.keeping_crops). Digits: a reader
-# trained on crops that enlarge a 10-px digit up to 2.2x read clean test composites at 0.852 after 1,600
-# steps, and half its crops near full size 0.917 (2026-12-04); letters and shapes pass their bars without.
+# The fraction of an overlay reader's crops kept near full size (reader.keeping_crops): digits only, whose
+# reader underfit clean images when every crop enlarged the 10-px digit (figures below, at STEPS)
 NEAR_FULL = {"digits": 0.5}
 BATCH = 256
 # SGD steps of batch 256 per reader, its whole budget: the same on every machine, so a cached reader does not
