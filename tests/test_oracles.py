@@ -106,7 +106,7 @@ def test_replacing_the_overlay_destroys_its_label_and_an_identity_view_never_doe
 
 @needs_cifar
 def test_oracles_are_trained_once_per_configuration_and_a_run_records_destruction(tmp_path, data_dir,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, capfd):
     monkeypatch.setattr(store, "STEPS", {k: 3 for k in store.STEPS})           # a few steps: the plumbing
     monkeypatch.setattr(store, "path", lambda cfg,
                         label: tmp_path / "oracles" / f"{store.key(cfg, label)}.pt")
@@ -114,6 +114,9 @@ def test_oracles_are_trained_once_per_configuration_and_a_run_records_destructio
     kw = dict(overlay="shapes", preset="quick", subset=256, test_subset=128, batch_size=64, epochs=2,
               progress=False, device="cpu", data_dir=data_dir)
     m = train.pretrain(out_dir=str(tmp_path / "a"), **kw)
+    # with stdout redirected (here pytest's capture, in a notebook the kernel's) the training of the oracles
+    # is also told on the process's own stderr, as epochs are: papermill's terminal shows it
+    assert "oracle alt: training shapes-alt" in capfd.readouterr().err
     history = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
     assert all(0 <= row["alt_destroyed"] <= 1 and 0 <= row["main_destroyed"] <= 1 for row in history)
     assert 0 <= m["alt_destroyed"] <= 1 and 0 <= m["oracle_accuracy_alt"] <= 1 and "oracle_accuracy_main" in m

@@ -21,7 +21,7 @@ from ..errors import NonFiniteLossError
 from ..oracles import store as oracle_store
 from . import checkpoint, figures, tracking
 from .evaluate import destruction, evaluate
-from .trainer import Trainer
+from .trainer import Trainer, say
 
 
 def pretrain(cfg: Config | None = None, stop_after: int | None = None, **overrides) -> dict:
@@ -73,7 +73,8 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     trainer.wall_start = t0
     trainer.tracker = tracking.make(trainer.cfg)
     if trainer.cfg.oracles:  # trained once per overlay configuration, then read every epoch
-        trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device)
+        # say: under papermill the minutes of a first oracle training show on the terminal, as epochs do
+        trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device, say=say)
     trainer.fit(stop_after)
     if trainer.epoch < trainer.cfg.epochs:
         return {"stopped_at_epoch": trainer.epoch}
