@@ -2,15 +2,15 @@
 trained once per overlay configuration and cached beside the data cache.
 
 The configuration is (overlay, opacity, size) for images, and (overlay, seed) plus the noise settings for
-audio; the reader's recipe has a version, so a changed recipe trains anew. Image readers do not depend on the
-run's seed: the seed only decides which overlay goes on which photo and where, and a reader trained on the
-composites of seed 0 reads those of seeds 1 and 2 as well as their own readers do (measured on shapes at
-opacity 1: 0.9954 and 0.9937 of the overlay against its own 0.9942; 0.6493 and 0.6513 of the class against
-0.6512), so one reader per (overlay, opacity, size) serves every seed and a three-seed grid trains it once.
-Readers train on the whole training split (images: all 50,000 CIFAR-10 training photos with the overlay
-composited by seed 0; audio: the run's training clips) and report their clean accuracy on the test split,
-printed and stored with the weights. Two runs that need the same oracle at once wait for each other (a file
-lock): it is trained once.
+audio; the reader's recipe has a version and its crop setting (NEAR_FULL) is in its name, so a changed recipe
+trains anew. Image readers do not depend on the run's seed: the seed only decides which overlay goes on which
+photo and where, and a reader trained on the composites of seed 0 reads those of seeds 1 and 2 as well as
+their own readers do (measured on shapes at opacity 1: 0.9954 and 0.9937 of the overlay against its own
+0.9942; 0.6493 and 0.6513 of the class against 0.6512), so one reader per (overlay, opacity, size) serves
+every seed and a three-seed grid trains it once. Readers train on the whole training split (images: all 50,000
+CIFAR-10 training photos with the overlay composited by seed 0; audio: the run's training clips) and report
+their clean accuracy on the test split, printed and stored with the weights. Two runs that need the same
+oracle at once wait for each other (a file lock): it is trained once.
 
 An overlay with nothing to read (``none``, or opacity 0) has no ``alt`` oracle.
 """
@@ -30,10 +30,9 @@ from ..views.expert import normalize
 from . import reader as readers
 
 VERSION = 1
-# A reader whose recipe changed since VERSION 1 has its own version, so its cache name changes with it
-RECIPE_VERSION = {("digits", "alt"): 2}
-# The fraction of an overlay reader's crops kept near full size (reader.keeping_crops): digits only, whose
-# reader underfit clean images when every crop enlarged the 10-px digit (figures below, at STEPS)
+# The fraction of an overlay reader's crops kept near full size (reader.keeping_crops), part of its cache
+# name: digits only, whose reader underfit clean images when every crop enlarged the 10-px digit (figures
+# below, at STEPS)
 NEAR_FULL = {"digits": 0.5}
 BATCH = 256
 # SGD steps of batch 256 per reader, its whole budget: the same on every machine, so a cached reader does not
@@ -42,13 +41,14 @@ BATCH = 256
 # Glyphs need more: letters read 0.884 of clean test composites after 800 steps and 0.963 after 1,600
 # (about 5 min). Digits, on the crops of version 1, 0.74 after 800, 0.85 after 1,600 and 0.878 after 3,000
 # steps (about 10 min), reading their own clean training composites no better (0.882); with half the crops
-# near full size (version 2, NEAR_FULL) 0.917 after 1,600 steps, and 3,000 steps is kept.
+# near full size (NEAR_FULL) 0.917 after 1,600 steps, and 3,000 steps is kept.
 STEPS = {("image", "alt"): 800, ("image", "main"): 2000, ("audio", "alt"): 300, ("audio", "main"): 600,
          ("digits", "alt"): 3000, ("letters", "alt"): 1600}
 
 
-def version(cfg: Config, label: str) -> int:
-    return RECIPE_VERSION.get((cfg.overlay, label), VERSION)
+def near_full(cfg: Config, label: str) -> float:
+    """The share of a reader's crops kept near full size: the overlay's NEAR_FULL for its label, else 0."""
+    return NEAR_FULL.get(cfg.overlay, 0.0) if label == "alt" else 0.0
 
 
 def steps_for(cfg: Config, label: str) -> int:
@@ -91,7 +91,9 @@ def key(cfg: Config, label: str) -> str:
     if records.get(cfg.overlay).modality == "audio":
         parts += [cfg.audio_dataset, cfg.noise_classes.replace(",", "+"), f"vol{cfg.noise_volume:g}",
                   cfg.noise_draw, f"subset{cfg.subset}"]
-    return "-".join(parts) + f"-{steps_for(cfg, label)}steps-v{version(cfg, label)}"
+    if near_full(cfg, label):
+        parts.append(f"nearfull{near_full(cfg, label):g}")
+    return "-".join(parts) + f"-{steps_for(cfg, label)}steps-v{VERSION}"
 
 
 def path(cfg: Config, label: str) -> Path:
@@ -150,12 +152,12 @@ def train(cfg: Config, label: str, data, device, steps: int, say=print) -> dict:
         tr, te = _image_sets(cfg, device)
         y_tr, y_te = (tr.alt_labels, te.alt_labels) if label == "alt" else (tr.labels, te.labels)
         masks = tr.masks if label == "alt" else None
-        near_full = NEAR_FULL.get(cfg.overlay, 0.0) if label == "alt" else 0.0
+        near = near_full(cfg, label)
 
         def batches():
             idx = torch.randint(0, len(y_tr), (BATCH,), generator=g, device=device)
             return readers.image_views(tr.images[idx], g, None if masks is None else masks[idx],
-                                       record.copies, near_full=near_full), y_tr[idx]
+                                       record.copies, near_full=near), y_tr[idx]
 
         test_inputs = normalize(te.images.float() / 255)
         in_channels, side = 3, 32
@@ -181,5 +183,4 @@ def train(cfg: Config, label: str, data, device, steps: int, say=print) -> dict:
     return {"label": label, "state": reader.state_dict(), "accuracy": accuracy, "num_classes": k,
             "in_channels": in_channels, "side": side,
             "meta": {"key": key(cfg, label), "steps": steps, "batch": BATCH, "train_s": seconds,
-                     "total_s": time.perf_counter() - t0, "version": version(cfg, label),
-                     "n_test": len(y_te)}}
+                     "total_s": time.perf_counter() - t0, "version": VERSION, "n_test": len(y_te)}}
