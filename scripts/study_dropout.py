@@ -74,20 +74,15 @@ def main(opacity_dir: str = "runs/study19", budget_dir: str = "runs/study19-budg
 def budget_effect(df, base: float = 0.05) -> list[str]:
     """Per larger budget ε, at each opacity above 0: the class suppression's change from ε ``base``, paired by
     seed, with a paired t-test over the seeds (does a stronger viewmaker give the class back?)."""
-    import numpy as np
-    from scipy import stats
-
     vm = df[(df.views == "viewmaker") & (df.overlay_opacity > 0)]
     lines = []
     for opacity, part in vm.groupby("overlay_opacity"):
         by_seed = part.pivot_table(index="seed", columns="budget", values="suppression_main")
         for budget in [b for b in by_seed if b != base and base in by_seed]:
-            pair = by_seed[[base, budget]].dropna()
-            d = (pair[budget] - pair[base]).to_numpy()
-            p = stats.ttest_rel(pair[budget], pair[base]).pvalue if len(d) > 1 and d.std() > 0 else np.nan
-            sd = d.std(ddof=1) if len(d) > 1 else np.nan
+            d = (by_seed[budget] - by_seed[base]).dropna()
+            mean, sd, p = tables.paired_stats(d)
             lines.append(f"opacity {opacity:g}, ε {budget:g} against ε {base:g}: class suppression "
-                         f"{d.mean():+.3f} ± {sd:.3f} over {len(d)} seeds (paired p {p:.2g})")
+                         f"{mean:+.3f} ± {sd:.3f} over {len(d)} seeds (paired p {p:.2g})")
     return lines
 
 

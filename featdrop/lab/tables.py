@@ -124,14 +124,26 @@ def suppression_per_run(df, metric: str = "probe_main"):
     return pd.Series(diffs, index=df.index, dtype=float)
 
 
+def paired_stats(differences) -> tuple[float, float, float]:
+    """Mean, sample sd and the two-sided p of a paired t-test (a one-sample t-test of the differences against
+    0) of paired differences, NaNs dropped; NaN for what fewer than two (or all equal) cannot give."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    mean = d.mean() if len(d) else np.nan
+    sd = d.std(ddof=1) if len(d) > 1 else np.nan
+    p = stats.ttest_1samp(d, 0.0).pvalue if len(d) > 1 and d.std() > 0 else np.nan
+    return mean, sd, p
+
+
 def paired_suppression(df, metrics=PAIRED):
     """Suppression as a paired difference, one row per cell (the runs that differ only in their seed):
     ``suppression_<metric>`` = metric(control) − metric(run) for each seed, where the control is the run
     with overlay="none" (or overlay_opacity=0) and everything else equal; mean, sd and a paired t-test over
     the seeds (p, two-sided; NaN below 2 pairs). A cell whose runs have no control says so in ``partner``."""
-    import numpy as np
     import pandas as pd
-    from scipy import stats
 
     paired = _controls(df)
     runs = df.loc[list(paired)]
@@ -144,11 +156,8 @@ def paired_suppression(df, metrics=PAIRED):
                             if pairs else "none: no run with overlay=none or overlay_opacity=0, same fields"))
         for m in (m for m in metrics if m in df):
             name = "suppression_" + m.removeprefix("probe_")  # suppression_main, ..., suppression_knn_alt
-            d = np.array([c[m] - r[m] for r, c in pairs], dtype=float)
-            d = d[~np.isnan(d)]  # a label the control lacks (none has no alternate label): no difference
-            row[name] = d.mean() if len(d) else np.nan
-            row[f"{name}_sd"] = d.std(ddof=1) if len(d) > 1 else np.nan
-            row[f"{name}_p"] = stats.ttest_1samp(d, 0.0).pvalue if len(d) > 1 and d.std() > 0 else np.nan
+            # NaN, dropped: a label the control lacks (none has no alternate label) gives no difference
+            row[name], row[f"{name}_sd"], row[f"{name}_p"] = paired_stats([c[m] - r[m] for r, c in pairs])
         rows.append(row)
     return pd.DataFrame(rows)
 
