@@ -44,8 +44,11 @@ def describe(device: torch.device) -> str:
 
 
 def environment(device: torch.device) -> dict:
-    """What decides a run's last digits besides its config: package versions, threads, and the CPU kernels'
-    instruction set (torch picks AVX-512 or AVX2 kernels by the CPU; oneDNN does too), for metrics.json."""
+    """What decides a run's last digits besides its config (config.json), for metrics.json: the code
+    (featdrop's version and git commit, "-dirty" with uncommitted changes), package versions (openTSNE: the
+    map's scores), threads, the CPU kernels' instruction set (torch picks AVX-512 or AVX2 kernels by the
+    CPU; oneDNN does too), the float32 matmul precision and deterministic-algorithms switch, and on CUDA the
+    CUDA and cuDNN versions, TF32, cuDNN autotuning and bf16 autocast (always on there)."""
     import platform
 
     import numpy
@@ -57,11 +60,53 @@ def environment(device: torch.device) -> dict:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         model = platform.processor()
-    return {"torch_version": torch.__version__, "numpy_version": numpy.__version__,
-            "scipy_version": scipy.__version__,
-            "pillow_version": PIL.__version__, "python_version": platform.python_version(),
-            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_model": model, "device_name": describe(device)}
+    env = {"featdrop_version": _version("featdrop"), "git_commit": _git_commit(),
+           "torch_version": torch.__version__, "numpy_version": numpy.__version__,
+           "scipy_version": scipy.__version__, "opentsne_version": _version("openTSNE"),
+           "pillow_version": PIL.__version__, "python_version": platform.python_version(),
+           "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "cpu_model": model, "device_name": describe(device),
+           "float32_matmul_precision": torch.get_float32_matmul_precision(),
+           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+           "bf16_autocast": device.type == "cuda"}
+    if device.type == "cuda":
+        env.update(cuda_version=torch.version.cuda, cudnn_version=torch.backends.cudnn.version(),
+                   cudnn_benchmark=torch.backends.cudnn.benchmark)
+        try:  # the legacy flags; torch refuses to read them after the new fp32_precision API set them
+            env.update(tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                       tf32_cudnn=torch.backends.cudnn.allow_tf32)
+        except RuntimeError:
+            env.update(tf32_matmul=str(torch.backends.cuda.matmul.fp32_precision),
+                       tf32_cudnn=str(torch.backends.cudnn.fp32_precision))
+    return env
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit ("-dirty" when tracked files differ from it), or None outside a git checkout.
+    --no-optional-locks: reading it never takes the index lock of a checkout others work in."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "describe", "--always",
+                              "--dirty", "--abbrev=12"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 def autocast(device: torch.device, enabled: bool = True):

@@ -20,6 +20,21 @@ def check_field(name: str) -> None:
                           + f"; known fields: {', '.join(config.field_names())}")
 
 
+def check_not_options(args: list[str]) -> None:
+    """ConfigError for a config field written as an option (``--epochs 1``, ``--epochs=1``): fields are given
+    as ``FIELD=VALUE``, and the message says so with the value given."""
+    for i, arg in enumerate(args):
+        name, eq, value = arg[2:].partition("=")
+        if not arg.startswith("--") or name.replace("-", "_") not in config.field_names():
+            continue
+        name = name.replace("-", "_")
+        if not eq:
+            value = args[i + 1] if i + 1 < len(args) and "=" not in args[i + 1] else "VALUE"
+        given = arg if eq or value == "VALUE" else f"{arg} {value}"
+        raise ConfigError(f"{given!r} is not an option: config fields are given as FIELD=VALUE, here "
+                          f"{name}={value} (--help lists the fields)")
+
+
 def parse_value(name: str, text: str) -> Any:
     """A command-line value as the field's annotated type: True/False, None, int, float or str (tried in
     the annotation's order, so ``subset`` (int | str | None) reads "5000" as 5000 and "all" as "all")."""

@@ -51,8 +51,15 @@ def _save(fig, cfg: Config, name: str):
 
 
 def run(cfg: Config) -> dict:
-    """Pretrain (resuming if out_dir holds a checkpoint) and probe both labels."""
-    return pretrain(cfg)
+    """Pretrain (resuming if out_dir holds a checkpoint) and probe both labels; a run that had finished
+    before says so, and where its metrics are, instead of passing for a new one."""
+    path = Path(cfg.out_dir) / "metrics.json"
+    before = path.stat().st_mtime_ns if path.exists() else None
+    metrics = pretrain(cfg)
+    if before is not None and path.exists() and path.stat().st_mtime_ns == before:
+        print(f"the run had finished before ({metrics.get('epochs')} epochs): nothing was trained or "
+              f"written; its metrics are in {path}")
+    return metrics
 
 
 def example_inputs(cfg: Config, n: int = 16):
@@ -71,7 +78,11 @@ def figure(cfg: Config, name: str):
     shown inline."""
     from IPython.display import Image
 
-    return Image(filename=str(Path(cfg.out_dir) / "figures" / f"{name}.png"))
+    path = Path(cfg.out_dir) / "figures" / f"{name}.png"
+    if not path.exists():  # left out by the run (a test set too small for the map), which said why
+        print(f"no {path}: the run did not draw it (its output above says why)")
+        return None
+    return Image(filename=str(path))
 
 
 def metrics_table(metrics: dict):

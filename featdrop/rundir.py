@@ -116,11 +116,13 @@ def _read_only(path: Path) -> bool:
         return False
 
 
-def remove_if_unused(out_dir: str | os.PathLike) -> None:
-    """Remove ``out_dir`` when it holds nothing but its released lock: what a run that never started left."""
+def remove_if_unused(out_dir: str | os.PathLike, written: tuple[str, ...] = ()) -> None:
+    """Remove ``out_dir`` when it holds nothing but its released lock and the files ``written`` (the caller
+    made the directory and wrote them): what a run that never trained left."""
     out = Path(out_dir)
-    if out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME} and holder(out) is None:
-        (out / LOCK_NAME).unlink(missing_ok=True)
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME, *written} and holder(out) is None:
+        for name in (*written, LOCK_NAME):
+            (out / name).unlink(missing_ok=True)
         out.rmdir()
 
 

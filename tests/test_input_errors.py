@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA, ROOT, NotebookFailed, needs_cifar, needs_papermill, run_notebook
+from conftest import DATA, ROOT, NotebookFailed, needs_cifar, needs_papermill, offline_cifar, run_notebook
 
 from featdrop import cli, config, errors, rundir, runlock, train
 from featdrop.lab import plan
@@ -266,3 +266,363 @@ def test_disk_error_recognises_a_full_disk_and_a_read_only_file_system(tmp_path)
     assert str(full).startswith("no space left on device: writing")
     assert str(ro).startswith("read-only file system: writing")
     assert rundir.disk_error(ValueError("other"), tmp_path / "x", "kept") is None
+
+
+# ---------------------------------------------------------------------------- issue 28
+# every command's last line, every file the report reads, and what a run says about itself
+NONE = {**TINY, "overlay": "none"}
+
+
+def _args(fields: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in fields.items()]
+
+
+@pytest.fixture(scope="module")
+def none_run(tmp_path_factory):
+    """One finished 2-epoch run of plain photos (overlay=none: no alternate label), made by the command
+    line as a user makes it; tests that change it work on a copy."""
+    import contextlib
+    import io
+
+    if not offline_cifar():
+        pytest.skip(f"no CIFAR-10 copy under {DATA}")
+    run = tmp_path_factory.mktemp("none") / "run"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(["train", *_args({**NONE, "data_dir": DATA, "out_dir": run})])
+    return dict(dir=run, rc=rc, out=out.getvalue(), err=err.getvalue())
+
+
+def _copy(run, to):
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def test_train_overlay_none_ends_with_exit_0_and_a_dash_for_the_label_it_lacks(none_run):
+    assert none_run["rc"] == 0, none_run["err"]
+    last = none_run["out"].splitlines()[-2:]
+    assert "probe_main " in last[0] and "probe_alt –" in last[0] and "chance_alt –" in last[0]
+    assert "probe_s" not in last[0]  # a time is not an accuracy
+    assert last[1].startswith("wall ") and last[1].endswith(f"wrote {none_run['dir'] / 'metrics.json'}")
+
+
+def test_a_rerun_of_a_finished_run_says_where_its_metrics_are_and_writes_nothing(none_run, tmp_path,
+                                                                                  capsys):
+    run = _copy(none_run["dir"], tmp_path / "run")
+    before = (run / "metrics.json").stat().st_mtime_ns
+    assert cli.main(["train", *_args({**NONE, "data_dir": DATA, "out_dir": run})]) == 0
+    out = capsys.readouterr().out
+    assert "the run had finished before (2 epochs" in out
+    assert f"its metrics are in {run / 'metrics.json'}" in out
+    assert "wrote" not in out and (run / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_the_notebook_says_when_its_run_had_finished_before(none_run, tmp_path, capsys):
+    from featdrop import notebook
+
+    run = _copy(none_run["dir"], tmp_path / "run")
+    cfg = config.resolve(config.make(**NONE, data_dir=str(DATA), out_dir=str(run)))
+    assert notebook.run(cfg)["epochs"] == 2
+    assert f"the run had finished before (2 epochs): nothing was trained or written; its metrics are in " \
+           f"{run / 'metrics.json'}" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_never_shortened_by_a_rerun_with_fewer_epochs(none_run, tmp_path, capsys):
+    run = _copy(none_run["dir"], tmp_path / "run")
+    before = (run / "metrics.json").read_text()
+    assert cli.main(["train", *_args({**NONE, "epochs": 1, "data_dir": DATA, "out_dir": run})]) == 2
+    err = capsys.readouterr().err
+    assert "config field 'epochs' = 1 is invalid for out_dir" in err and "trained for 2 epochs" in err
+    assert "allowed epochs=2 or more" in err and err.count("\n") == 1
+    assert (run / "metrics.json").read_text() == before
+
+
+def test_a_hand_added_key_in_config_json_is_named_when_it_is_dropped(none_run, tmp_path):
+    run = _copy(none_run["dir"], tmp_path / "run")
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "note": "lr sweep"}))
+    with pytest.warns(UserWarning, match=r"held key\(s\) that are not config fields, \{'note': 'lr sweep'\}"):
+        train.pretrain(**NONE, data_dir=str(DATA), out_dir=str(run))
+    assert "note" not in json.loads((run / "config.json").read_text())
+
+
+def test_a_cut_metrics_json_of_a_finished_run_is_evaluated_again(none_run, tmp_path):
+    run = _copy(none_run["dir"], tmp_path / "run")
+    first = json.loads((run / "metrics.json").read_text())
+    text = (run / "metrics.json").read_text()
+    (run / "metrics.json").write_text(text[: len(text) // 2])
+    with pytest.warns(UserWarning, match="metrics.json is cut or not a JSON object; evaluating the finished"):
+        again = train.pretrain(**NONE, data_dir=str(DATA), out_dir=str(run))
+    assert again["probe_main"] == first["probe_main"] and again["epochs"] == 2
+    assert json.loads((run / "metrics.json").read_text())["probe_main"] == first["probe_main"]
+
+
+def test_a_finished_run_continued_sets_its_earlier_metrics_aside(none_run, tmp_path):
+    from featdrop.train import checkpoint
+
+    run = _copy(none_run["dir"], tmp_path / "run")
+    kw = dict(NONE, epochs=4, data_dir=str(DATA), out_dir=str(run))
+    with pytest.warns(UserWarning, match="held the result after 2 epochs; this run goes on to 4, so it was "
+                                         "moved to metrics_epochs2.json"):
+        assert train.pretrain(stop_after=1, **kw) == {"stopped_at_epoch": 3}
+    assert not (run / "metrics.json").exists() and (run / "metrics_epochs2.json").exists()
+    assert not checkpoint.finished(config.resolve(config.make(**kw)))  # a grid runs it on
+
+
+def test_metrics_json_records_what_decides_whether_two_runs_agree(none_run):
+    m = json.loads((none_run["dir"] / "metrics.json").read_text())
+    for key in ("git_commit", "featdrop_version", "torch_version", "numpy_version", "opentsne_version",
+                "threads", "cpu_capability", "float32_matmul_precision", "deterministic_algorithms",
+                "bf16_autocast", "device", "resumed"):
+        assert key in m, key
+    assert m["float32_matmul_precision"] == torch.get_float32_matmul_precision()
+    assert m["bf16_autocast"] is False and m["git_commit"]
+    # and every config field, presets filled in, is beside it
+    assert set(json.loads((none_run["dir"] / "config.json").read_text())) == set(config.field_names())
+
+
+def test_report_reports_the_intact_runs_and_names_each_damaged_one(none_run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _copy(none_run["dir"], runs / "ok")
+    cut = _copy(none_run["dir"], runs / "cut")
+    text = (cut / "metrics.json").read_text()
+    (cut / "metrics.json").write_text(text[: len(text) // 2])
+    (_copy(none_run["dir"], runs / "no-config") / "config.json").unlink()
+    assert cli.main(["report", str(runs)]) == 0
+    captured = capsys.readouterr()
+    assert "1 finished run(s)" in captured.out and "Traceback" not in captured.err
+    skipped = [line for line in captured.out.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2
+    assert f"skipped {cut}: its metrics.json is cut or not JSON (JSONDecodeError" in skipped[0]
+    assert f"skipped {runs / 'no-config'}: no config.json; running its command again rewrites" in skipped[1]
+
+
+def test_report_reads_a_config_json_that_predates_a_field_as_its_default(none_run, tmp_path, capsys):
+    old = _copy(none_run["dir"], tmp_path / "runs" / "old")
+    saved = json.loads((old / "config.json").read_text())
+    del saved["overlay_opacity"]  # as written before that field existed
+    (old / "config.json").write_text(json.dumps(saved))
+    assert cli.main(["report", str(tmp_path / "runs")]) == 0  # no KeyError: 'overlay_opacity'
+    assert "1 finished run(s)" in capsys.readouterr().out
+
+
+def test_report_by_an_unknown_field_is_one_line_naming_the_fields_allowed(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path), "--by", "nosuchfield"]) == 2
+    err = capsys.readouterr().err
+    assert "--by nosuchfield: not a config field; allowed: overlay, views," in err and err.count("\n") == 1
+
+
+def test_the_grid_done_line_of_a_run_without_an_alternate_label(tmp_path):
+    from featdrop.lab import launch
+
+    rundir.write_json(tmp_path / "metrics.json", {"probe_main": 0.3, "probe_alt": None, "wall_s": 5.0})
+    lines = []
+    bar = type("Bar", (), {"write": staticmethod(lines.append)})
+    assert launch._finish(plan.Cell("overlay-none", tmp_path, {}, None), 0, bar) == "done"
+    assert lines == ["  done overlay-none: probe main 0.300, alt – (5 s)"]
+
+
+def test_the_reprobe_table_shows_a_dash_for_the_chance_of_a_label_a_run_lacks():
+    import pandas as pd
+
+    from featdrop.probing import reprobe
+
+    df = pd.DataFrame([dict(run="a", overlay="none", probe_main=0.3, probe_alt=None, chance_main=0.1,
+                            chance_alt=None),
+                       dict(run="b", overlay="shapes", probe_main=0.3, probe_alt=0.5, chance_main=0.1,
+                            chance_alt=1 / 3)])
+    shown = reprobe.table(df).splitlines()
+    assert "0.100/–" in shown[1] and "0.100/0.333" in shown[2] and "nan" not in "".join(shown)
+
+
+def test_a_grid_plans_over_a_cell_whose_files_are_cut(tmp_path):
+    cell = plan.plan(tmp_path, {"seed": [0, 1]}, TINY)[0]
+    cell.dir.mkdir()
+    (cell.dir / "config.json").write_text('{"overlay": "sha')
+    (cell.dir / "metrics.json").write_text("{}")
+    again = plan.plan(tmp_path, {"seed": [0, 1]}, TINY)[0]  # no JSONDecodeError
+    assert not plan.finished(again)  # the cell runs; the run rewrites config.json from its checkpoint
+
+
+def test_a_grid_refuses_at_planning_time_a_cell_it_would_shorten(tmp_path):
+    cell = plan.plan(tmp_path, {"seed": [0, 1]}, TINY)[0]
+    rundir.write_json(cell.dir / "config.json", config.dataclasses.asdict(cell.config))
+    rundir.write_history(cell.dir / "history.jsonl", [{"epoch": 1}, {"epoch": 2}])
+    with pytest.raises(errors.ConfigError, match="cell seed-0: .* holds a run trained for 2 epochs, and this "
+                                                 "grid asks for epochs=1; a run is never shortened"):
+        plan.plan(tmp_path, {"seed": [0, 1]}, {**TINY, "epochs": 1})
+
+
+@needs_cifar
+def test_a_run_never_loses_its_metrics_to_a_figure(tmp_path, data_dir, capsys, monkeypatch):
+    from featdrop.train import figures
+
+    def broken(*a, **k):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(figures, "probes", broken)
+    with pytest.warns(UserWarning, match=r"figure 'probes' failed \(RuntimeError: no display\); left out"):
+        m = train.pretrain(**{**TINY, "epochs": 1, "test_subset": 1}, data_dir=data_dir,
+                           out_dir=str(tmp_path))
+    assert "embedding map skipped: 1 test item(s), and a map needs at least 31 (raise test_subset)" in \
+        capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    assert not any(k.startswith("map_knn_") for k in m)
+    figs = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"inputs.png", "views.png", "loss_curves.png"} <= figs
+    assert not figs & {"embedding.png", "embedding.npz", "probes.png"}
+
+
+def test_the_notebook_shows_a_figure_the_run_left_out_as_one_line(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from featdrop import notebook
+
+    assert notebook.figure(SimpleNamespace(out_dir=str(tmp_path)), "embedding") is None
+    path = tmp_path / "figures" / "embedding.png"
+    assert capsys.readouterr().out == f"no {path}: the run did not draw it (its output above says why)\n"
+
+
+def test_the_suppression_report_skips_a_map_its_test_set_is_too_small_for(tmp_path, capsys):
+    row = {"overlay": "shapes"}
+    features = (torch.randn(1, 8), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    suppression._map(tmp_path, row, features, "file:x.pt", 0)
+    assert "shapes: embedding map skipped: 1 test item(s)" in capsys.readouterr().out
+    assert row == {"overlay": "shapes"} and not list(tmp_path.iterdir())
+
+
+@needs_cifar
+def test_a_subset_larger_than_the_split_is_one_line_before_any_work(tmp_path, capsys):
+    fields = dict(subset=60000, oracles=False, device="cpu", data_dir=DATA, out_dir=tmp_path / "run")
+    assert cli.main(["train", *_args(fields)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("featdrop train: error: config field 'subset' = 60000 is invalid: allowed at most the "
+                   "50000 train images, or \"all\"\n")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not (DATA / "fsdd" / "recordings").is_dir(), reason=f"no FSDD copy under {DATA}")
+def test_a_test_subset_larger_than_the_audio_split_names_the_field(tmp_path):
+    with pytest.raises(errors.ConfigError, match="'test_subset' = 5000 is invalid: allowed at most the 1000 "
+                                                 "test clips"):
+        train.pretrain(overlay="noise", preset="quick", oracles=False, test_subset=5000, device="cpu",
+                       progress=False, data_dir=str(DATA), out_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@needs_cifar
+def test_a_failure_before_training_leaves_no_new_out_dir(tmp_path, data_dir, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(errors.DiskError):
+        train.pretrain(**TINY, data_dir=data_dir, out_dir=str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()  # not its config.json, not its lock
+
+
+@needs_cifar
+def test_a_freed_disk_that_holds_one_new_checkpoint_lets_the_run_go_on(tmp_path, data_dir, monkeypatch):
+    import shutil
+
+    from featdrop.train import checkpoint
+
+    kw = dict(TINY, data_dir=data_dir, out_dir=str(tmp_path))
+    train.pretrain(stop_after=1, **kw)
+    size = (tmp_path / "checkpoint.pt").stat().st_size
+    # room for one more checkpoint of this size: the new one replaces the old one, it is not kept beside it
+    free = size + checkpoint.SPACE_MARGIN + 200_000
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**10, 10**10 - free, free))
+    assert train.pretrain(**kw)["epochs"] == 2
+
+
+@needs_cifar
+def test_the_space_check_before_the_first_step_counts_the_optimisers_state(tmp_path, data_dir, monkeypatch):
+    import re
+    import shutil
+
+    kw = dict(TINY, views="viewmaker", epochs=1, data_dir=data_dir, out_dir=str(tmp_path))
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+        with pytest.raises(errors.DiskError) as err:
+            train.pretrain(**kw)
+    need = float(re.search(r"a checkpoint needs ([0-9.]+) MB", str(err.value))[1]) * 1e6
+    train.pretrain(stop_after=1, **kw)  # the checkpoint once SGD's momentum and Adam's moments are in it
+    size = (tmp_path / "checkpoint.pt").stat().st_size
+    assert size <= need <= size + 2e6
+
+
+@pytest.mark.parametrize("alpha,beta", [(1, 2), (1, 1)])
+def test_the_theory_script_refuses_a_weak_feature_that_is_not_weaker(tmp_path, alpha, beta):
+    out = subprocess.run([sys.executable, "theory/linear_model.py", "--alpha", str(alpha), "--beta",
+                          str(beta), "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"alpha, beta = ({alpha:.1f}, {beta:.1f}) is invalid: allowed positive feature scales with β < α" \
+        in out.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_the_suppression_report_says_which_image_counts_were_given():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(run_config={"subset": 5000, "test_subset": 2000, "seed": 3})
+    cpu = torch.device("cpu")
+    assert suppression.default_settings(run, cpu, 1000, 500) == ((1000, 500, 3), "as given")
+    assert suppression.default_settings(run, cpu, 1000) == ((1000, 2000, 3),
+                                                            "train as given, test the run's own")
+    assert suppression.default_settings(run, cpu) == ((5000, 2000, 3), "the run's own")
+    foreign = SimpleNamespace(run_config=None)
+    assert suppression.default_settings(foreign, cpu, None, 50) == ((400, 50, 0),
+                                                                     "train the CPU default, test as given")
+
+
+def test_the_epoch_line_and_the_loss_curves_show_the_viewmaker_step_with_one_sign_and_name():
+    from featdrop.train.trainer import epoch_line
+    from featdrop.viz import plots
+
+    row = {"epoch": 1, "loss": 4.7, "viewmaker_loss": -4.636, "images_per_s": 100.0, "knn_main": 0.3,
+           "pos_acc": 0.9}  # as history.jsonl stores it
+    line = epoch_line(row, 1)
+    assert "vm_step_loss 4.636" in line and "-4.636" not in line
+    curve = plots.loss_curves([row]).axes[0].lines[1]
+    assert list(curve.get_ydata()) == [4.636]
+    assert curve.get_label() == "vm_step_loss: L on the viewmaker's step (it maximises L)"
+
+
+@needs_cifar
+@needs_papermill
+def test_a_progress_line_appears_once_in_the_notebook_and_once_on_papermills_terminal(tmp_path):
+    # outside pytest's own environment variable: ipykernel captures the kernel's stderr only then, as a user's
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    params = dict(subset=256, test_subset=128, batch_size=64, epochs=1, oracles=False, device="cpu",
+                  data_dir=str(DATA), out_dir=str(tmp_path / "run"))
+    out = tmp_path / "out.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "pretrain.ipynb"), str(out),
+           "-y", json.dumps(params), "-k", "python3", "--cwd", str(ROOT), "--no-progress-bar"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    streams = [o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])
+               if o["output_type"] == "stream"]
+    in_notebook = sum("".join(o["text"]).count("epoch 1/1:") for o in streams)
+    assert in_notebook == 1 and done.stderr.count("epoch 1/1:") == 1
+
+
+def test_train_help_lists_every_config_field_and_a_dashed_field_gets_its_syntax(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(f"{name}=" in shown for name in config.field_names()) and "featdrop/config.py" in shown
+    assert cli.main(["train", "--epochs", "1"]) == 2
+    assert "'--epochs 1' is not an option: config fields are given as FIELD=VALUE, here epochs=1" in \
+        capsys.readouterr().err
+    assert cli.main(["grid", "--runs-dir", str(tmp_path), "--seed=0,1"]) == 2
+    assert "here seed=0,1" in capsys.readouterr().err
+
+
+def test_the_readme_says_where_the_offline_data_is_and_what_the_tests_need():
+    readme = (ROOT / "README.md").read_text()
+    assert "../shared/data" in readme and ".ci/run" in readme
+    assert "tests need CIFAR-10 in `./data` or `$FEATDROP_DATA`" in readme
+    assert "../shared/data" in (ROOT / "docs" / "data.md").read_text()

@@ -37,7 +37,7 @@ import torchaudio
 from ..errors import DataNotFoundError
 from ..rundir import atomic_save
 from .base import DIGIT_NAMES, Overlay, Split, parse_names, read_cache
-from .images import overlay_generator
+from .images import check_subset, overlay_generator
 from .overlays import balanced_labels
 
 RATE = 16_000        # Hz, every clip and noise recording is resampled to this
@@ -225,8 +225,7 @@ class SpokenDigitSet:
                  seed: int = 0, subset: int | None = None, two_per_item: bool = False, device="cpu"):
         idx = split_indices(clips, dataset, split)
         if subset is not None:
-            if subset > len(idx):
-                raise ValueError(f"subset={subset} is larger than the {len(idx)} {split} clips")
+            check_subset(subset, len(idx), split, "clips")
             idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(12345))[:subset]]
         self.split, self.seed, self.noise, self.names, self.two = \
             split, seed, noise, tuple(names), two_per_item

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from . import cifar, overlays
 from .base import Split, coarse_labels
 
 _SPLIT_CODE = {"train": 1, "test": 2}
+
+
+def check_subset(subset: int, n: int, split: str, what: str) -> None:
+    """ConfigError naming the config field (subset for the training split, test_subset for the test split)
+    when it asks for more items than the split holds."""
+    if subset > n:
+        field = "subset" if split == "train" else "test_subset"
+        raise ConfigError(f"config field {field!r} = {subset} is invalid: allowed at most the {n} {split} "
+                          f"{what}, or \"all\"")
 
 
 def overlay_generator(seed: int, split: str, draw: int = 0) -> torch.Generator:
@@ -28,8 +38,7 @@ class ImageOverlaySet:
         self.overlay, self.split, self.seed, self.size, self.opacity = overlay, split, seed, size, opacity
         images, labels = cifar.load_cifar10(data_dir, split, download=download)
         if subset is not None:
-            if subset > len(labels):
-                raise ValueError(f"subset={subset} is larger than the {len(labels)} {split} images")
+            check_subset(subset, len(labels), split, "images")
             # A random subset, independent of the run's seed: the same images for every run.
             idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(12345))[:subset]
             images, labels = images[idx], labels[idx]

@@ -210,8 +210,13 @@ def _finish(c: Cell, rc: int, bar) -> str:
     if rc == 0:
         (c.dir / "error.txt").unlink(missing_ok=True)
         m = rundir.read_json(c.dir / "metrics.json")
-        bar.write(f"  done {c.name}: probe main {m.get('probe_main', float('nan')):.3f}, "
-                  f"alt {m.get('probe_alt', float('nan')):.3f} ({m.get('wall_s', 0):.0f} s)")
+
+        def acc(key):  # None: a label the run does not have (overlay=none: alt)
+            v = m.get(key, float("nan"))
+            return "–" if v is None else f"{v:.3f}"
+
+        bar.write(f"  done {c.name}: probe main {acc('probe_main')}, alt {acc('probe_alt')} "
+                  f"({m.get('wall_s') or 0:.0f} s)")
         return "done"
     if rc == LOCKED_EXIT:
         bar.write(f"  skip {c.name}: another launcher took it first")
@@ -273,7 +278,10 @@ def main(argv=None, prog: str = "featdrop grid") -> int:
                     "one slice per machine or per job of an array")
     ap.add_argument("--run-cell", help=argparse.SUPPRESS)
     ap.add_argument("fields", nargs="*", metavar="FIELD=V1,V2,...",
-                    help="config fields (see featdrop/config.py): a comma list sweeps, one value fixes")
+                    help="config fields (see featdrop/config.py; featdrop train --help lists them): a comma "
+                         "list sweeps, one value fixes")
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    fields.check_not_options(argv)  # --epochs 1: ConfigError saying epochs=1
     args = ap.parse_intermixed_args(argv)
     if not args.runs_dir and not args.run_cell:
         raise ConfigError("--runs-dir is required: the grid's directory, one run directory per cell below it")

@@ -91,9 +91,18 @@ def plan(runs_dir: str | os.PathLike, sweep: dict[str, list], fixed: dict | None
 def _check_no_clash(name: str, out: Path, cfg: Config) -> None:
     """ConfigError at planning time when the cell's directory already holds a run of another config (another
     grid over the same --runs-dir whose cells are named alike), instead of every worker failing later."""
-    if not (out / "config.json").exists():
+    try:
+        saved = rundir.read_json(out / "config.json")
+    except (OSError, ValueError):  # none yet, or cut: the run itself rewrites it from its checkpoint
         return
-    diff = checkpoint.config_diff(rundir.read_json(out / "config.json"), cfg)
+    if not isinstance(saved, dict):
+        return
+    diff = checkpoint.config_diff(saved, cfg)
+    done = _history_rows(out)
+    if done > cfg.epochs:  # the worker would refuse it (a run is never shortened): say so now
+        raise ConfigError(f"cell {name}: {out} holds a run trained for {done} epochs, and this grid asks for "
+                          f"epochs={cfg.epochs}; a run is never shortened: use epochs={done} or more, or "
+                          f"another --runs-dir")
     if diff:
         field, (there, here) = next(iter(diff.items()))
         more = f" (and {len(diff) - 1} more field(s))" if len(diff) > 1 else ""
@@ -120,9 +129,13 @@ def finished(cell: Cell) -> bool:
     return checkpoint.finished(cell.config)
 
 
-def epochs_done(cell: Cell) -> int:
-    path = cell.dir / "history.jsonl"
+def _history_rows(run_dir: Path) -> int:
+    """Epochs a run directory has finished, by its history.jsonl (0 when there is none)."""
     try:
-        return min(cell.epochs, sum(1 for line in path.read_text().splitlines() if line.strip()))
+        return sum(1 for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip())
     except OSError:
         return 0
+
+
+def epochs_done(cell: Cell) -> int:
+    return min(cell.epochs, _history_rows(cell.dir))

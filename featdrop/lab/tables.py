@@ -7,11 +7,12 @@ against a swept number such as ``overlay_opacity``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from .. import config, rundir
-from ..errors import DataNotFoundError
+from ..errors import ConfigError, DataNotFoundError
 from ..viz import compare
 
 # Config fields that never define a group: where and how a run ran, not what it computed.
@@ -20,24 +21,49 @@ FIRST = ("run", "overlay", "views", "seed", "preset", "encoder", "epochs", "prob
          "probe_coarse", "knn_main", "knn_alt", "chance_main", "chance_alt", "chance_coarse", "wall_s")
 
 
-def collect(runs_dir: str | None, run_dirs=None):
+REWRITE = "running its command again rewrites it from its checkpoint.pt"
+
+
+def _read_object(path: Path) -> dict:
+    """A JSON object from ``path``; ValueError saying what is wrong with it (missing, cut, not an object)."""
+    if not path.exists():
+        raise ValueError(f"no {path.name}")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"its {path.name} is cut or not JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"its {path.name} is not a JSON object")
+    return obj
+
+
+def collect(runs_dir: str | None, run_dirs=None, say=print):
     """One row per finished run (a directory holding metrics.json) under ``runs_dir``, or of the
-    directories ``run_dirs``: every config field and every metric (the config wins a shared name)."""
+    directories ``run_dirs``: every config field and every metric (the config wins a shared name; a field
+    the run's config.json predates takes its default). A run whose metrics.json or config.json is missing,
+    cut or not JSON is left out, with one line each through ``say``: one damaged run hides no other."""
     import pandas as pd
 
     paths = [Path(d) / "metrics.json" for d in run_dirs] if run_dirs is not None else \
         sorted(Path(runs_dir).glob("**/metrics.json"))
-    rows = []
+    defaults = dataclasses.asdict(config.Config())
+    rows, skipped = [], 0
     for m in paths:
         if not m.exists():
             continue
-        cfg_path = m.parent / "config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-        rows.append({"run": str(m.parent), **json.loads(m.read_text()), **cfg})
+        try:
+            metrics, cfg = _read_object(m), _read_object(m.parent / "config.json")
+        except ValueError as why:
+            say(f"skipped {m.parent}: {why}; {REWRITE}")
+            skipped += 1
+            continue
+        missing = {k: v for k, v in defaults.items() if k not in cfg and k not in metrics}
+        rows.append({"run": str(m.parent), **missing, **metrics, **cfg})
     if not rows:
-        raise DataNotFoundError(f"no runs (metrics.json) under {runs_dir!r}: launch some first "
-                                f"(report.ipynb with launch=True, featdrop grid, "
-                                f"or notebooks/pretrain.ipynb)")
+        raise DataNotFoundError(f"no {'readable ' if skipped else ''}runs (metrics.json) under {runs_dir!r}"
+                                + (f" ({skipped} skipped, named above)" if skipped else "")
+                                + ": launch some first (report.ipynb with launch=True, featdrop grid, "
+                                  "or notebooks/pretrain.ipynb)")
     df = pd.DataFrame(rows)
     return df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]
 
@@ -60,12 +86,22 @@ def mean_sd(values, digits: int = 3) -> str:
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
 
 
+def check_by(by) -> None:
+    """ConfigError unless every name in ``by`` is a config field (the columns a table can be grouped by)."""
+    unknown = [b for b in by if b not in config.field_names()]
+    if unknown:
+        raise ConfigError(f"--by {' '.join(unknown)}: not a config field; allowed: "
+                          f"{', '.join(config.field_names())}")
+
+
 def summary(df, by=None):
     """Runs grouped by ``by`` (default: the fields that vary, else overlay × views) → 'mean ± sd (n)'
     of every probe (main, alternate, coarse when present) and kNN, with the chance levels."""
     def fmt(s):
         return f"{mean_sd(s)} (n={s.notna().sum()})"
 
+    if by:
+        check_by(by)
     by = list(by) if by else (varying_fields(df) or ["overlay", "views"])
     cols = {}
     for key, name in (("probe_main", "main"), ("probe_alt", "alternate"), ("probe_coarse", "coarse"),
@@ -235,6 +271,8 @@ def main(argv=None, prog: str = "featdrop report") -> int:
     ap.add_argument("runs_dir", help="a folder of run directories (a grid's --runs-dir, or runs/)")
     ap.add_argument("--by", nargs="+", help="config fields to group by (default: the fields that differ)")
     args = ap.parse_args(argv)
+    if args.by:
+        check_by(args.by)  # before any run is read
     df = collect(args.runs_dir)
     print(f"{len(df)} finished run(s) under {args.runs_dir}\n")
     print(summary(df, by=args.by).to_string())

@@ -224,7 +224,8 @@ def table(df) -> str:
     shown = df[cols].copy()
     chance = [c for c in ("chance_main", "chance_alt", "chance_coarse") if c in df and df[c].notna().any()]
     shown["chance (" + "/".join(c[len("chance_"):] for c in chance) + ")"] = [
-        "/".join(f"{row[c]:.3f}" for c in chance) for _, row in df.iterrows()]
+        "/".join("–" if row[c] is None or row[c] != row[c] else f"{row[c]:.3f}" for c in chance)
+        for _, row in df.iterrows()]  # "–": a label the run does not have (overlay=none: alt)
     for c in ("probe_main", "probe_alt", "probe_coarse"):
         if c in shown:
             shown[c] = shown[c].map(lambda v: "–" if v is None or v != v else f"{v:.4f}")

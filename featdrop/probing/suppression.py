@@ -38,15 +38,18 @@ PARAMETERS = ("spec", "overlays")              # the notebook's parameters that 
 
 # ------------------------------------------------------------------------------- figure, CLI, notebook
 def default_settings(encoder: Encoder, device: torch.device, subset=None, test_subset=None, seed=None):
-    """CLI defaults: a run's own seed and subsets (its probe numbers come back); else by device."""
+    """CLI defaults: a run's own seed and subsets (its probe numbers come back); else by device. Returns the
+    settings and where the two image counts came from: "as given", "the run's own", "the CPU default", or
+    one for each ("train as given, test the run's own")."""
     run = encoder.run_config
     if run is not None:
-        given = zip(("subset", "test_subset", "seed"), (subset, test_subset, seed))
-        return tuple(run[k] if v is None else v for k, v in given), "the run's own"
-    n_train, n_test = CUDA_SUBSETS if device.type == "cuda" else CPU_SUBSETS
-    chosen = (n_train if subset is None else subset, n_test if test_subset is None else test_subset,
-              0 if seed is None else seed)
-    return chosen, f"the {device.type.upper()} default"
+        defaults, source = (run["subset"], run["test_subset"], run["seed"]), "the run's own"
+    else:
+        n_train, n_test = CUDA_SUBSETS if device.type == "cuda" else CPU_SUBSETS
+        defaults, source = (n_train, n_test, 0), f"the {device.type.upper()} default"
+    chosen = tuple(d if v is None else v for d, v in zip(defaults, (subset, test_subset, seed)))
+    train_from, test_from = ("as given" if v is not None else source for v in (subset, test_subset))
+    return chosen, train_from if train_from == test_from else f"train {train_from}, test {test_from}"
 
 
 def slug(spec: str) -> str:
@@ -68,6 +71,10 @@ def _finished_before(out: Path, settings: dict) -> dict:
 def _map(out: Path, row: dict, features, spec: str, seed: int) -> None:
     """The overlay's embedding map (embedding_<overlay>.png) and its scores into the row."""
     fte, y_main, y_alt = features
+    skipped = embedding.too_few(len(fte), field="--test-subset")
+    if skipped:
+        print(f"{row['overlay']}: {skipped}", flush=True)
+        return
     idx = embedding.items(len(fte), seed)
     points = embedding.map_2d(fte[idx.to(fte.device)], seed)
     record = RECORDS[row["overlay"]]
@@ -99,8 +106,8 @@ def run(spec: str, *, overlays=OVERLAYS, subset=None, test_subset=None, probe="f
     done = {k: v for k, v in _finished_before(out, settings).items() if k in overlays}
     print(f"encoder: {encoder.description}\ndevice {dev}; overlays {', '.join(overlays)}; probe {probe}; "
           f"seed {seed}\n"
-          f"images per overlay: {n_train or 'all'} train + {n_test or 'all'} test ({why}; "
-          f"set --subset / --test-subset)\nout_dir {out}"
+          f"images per overlay: {n_train or 'all'} train + {n_test or 'all'} test ({why}"
+          + ("" if why == "as given" else "; set --subset / --test-subset") + f")\nout_dir {out}"
           + (f"\nfinished before, skipped: {', '.join(done)}" if done else ""), flush=True)
     rows = dict(done)
 

@@ -3,6 +3,7 @@ or a notebook alike): example inputs with both labels, loss curves with the game
 perturbations, probe bars, and the embedding map (with its points in ``embedding.npz``)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,18 +70,38 @@ def embedding_map(trainer):
                 items=idx.numpy(), labels=labels, names=names, scores=embedding.scores(points, labels))
 
 
-def write(trainer, metrics: dict) -> dict:
+def write(trainer, metrics: dict, say=print) -> dict | None:
     """Every figure of a finished run into ``<out_dir>/figures/``; returns the map (``embedding_map``),
-    whose neighbourhood scores go into metrics.json (``map_knn_main``, ``map_knn_alt``)."""
+    whose neighbourhood scores go into metrics.json (``map_knn_main``, ``map_knn_alt``), or None when there
+    is none. A figure never costs the run its metrics: a test set too small for the map skips the map with
+    a line (``say``), and a figure that fails is named in a warning and left out."""
     out = Path(trainer.cfg.out_dir) / "figures"
     for name, draw in (("inputs", lambda: inputs(trainer)), ("views", lambda: views(trainer)),
                        ("loss_curves", lambda: plots.loss_curves(trainer.history, {
                            "main": metrics.get("chance_main"), "alt": metrics.get("chance_alt")})),
                        ("probes", lambda: probes(trainer, metrics))):
-        rundir.save_figure(draw(), out / f"{name}.png")
+        _guarded(name, lambda: rundir.save_figure(draw(), out / f"{name}.png"))
+    skipped = embedding.too_few(len(trainer.data.test.labels))
+    if skipped:
+        say(skipped)
+        return None
+    return _guarded("embedding", lambda: _write_map(trainer, out))
+
+
+def _write_map(trainer, out: Path) -> dict:
     found = embedding_map(trainer)
     rundir.save_figure(found["figure"], out / "embedding.png")
     with rundir.atomic_path(out / "embedding.npz") as tmp:
         np.savez_compressed(tmp, points=found["points"], items=found["items"],
                             **{f"labels_{k}": v for k, v in found["labels"].items()})
     return found
+
+
+def _guarded(name: str, draw):
+    """draw(), or None with a warning naming the figure when it fails (the metrics are written anyway)."""
+    try:
+        return draw()
+    except Exception as exc:  # a figure is never worth the run's metrics
+        warnings.warn(f"figure {name!r} failed ({type(exc).__name__}: {exc}); left out, the metrics are "
+                      f"written without it", stacklevel=2)
+        return None

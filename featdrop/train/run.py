@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -33,8 +35,8 @@ def pretrain(cfg: Config | None = None, stop_after: int | None = None, **overrid
         with runlock.acquire(cfg.out_dir):
             return _pretrain_locked(cfg, stop_after)
     except BaseException:
-        if new:  # a run that never started leaves nothing behind, not even its lock
-            rundir.remove_if_unused(cfg.out_dir)
+        if new:  # a run that never trained leaves nothing behind: not its config.json, not even its lock
+            rundir.remove_if_unused(cfg.out_dir, written=("config.json",))
         raise
 
 
@@ -44,12 +46,17 @@ def _files_agree(trainer, out: Path) -> None:
     path = out / "config.json"
     if path.exists():
         try:
-            edited = checkpoint.config_diff(rundir.read_json(path), trainer.cfg)
-        except ValueError:  # not JSON at all
-            edited = {"config.json": ("unreadable", "the checkpoint's")}
+            saved = rundir.read_json(path)
+            edited = checkpoint.config_diff(saved, trainer.cfg)
+            extra = {k: v for k, v in saved.items() if k not in cfgmod.field_names()}
+        except (ValueError, TypeError, AttributeError):  # not JSON at all, or not a JSON object
+            edited, extra = {"config.json": ("unreadable", "the checkpoint's")}, {}
         if edited:
             warnings.warn(f"{path} disagreed with the checkpoint this run trains from (field: config.json vs "
                           f"checkpoint) {edited}; rewrote it from the checkpoint", stacklevel=3)
+        if extra:  # config.json holds config fields only: a note would make run_config refuse the file
+            warnings.warn(f"{path} held key(s) that are not config fields, {extra}; rewrote it without them "
+                          f"(keep notes in another file of the run directory, e.g. notes.md)", stacklevel=3)
     rundir.write_json(path, dataclasses.asdict(trainer.cfg))
     if not rundir.history_intact(out / "history.jsonl", trainer.history):
         warnings.warn(f"{out / 'history.jsonl'} was cut or edited; rewrote its {len(trainer.history)} rows "
@@ -61,20 +68,21 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     out = Path(trainer.cfg.out_dir)
-    resumed = checkpoint.resume(trainer)
+    resumed = checkpoint.resume(trainer)  # ConfigError when the checkpoint has more epochs than asked
     if not resumed:
         rundir.write_json(out / "config.json", dataclasses.asdict(trainer.cfg))
     else:
         _files_agree(trainer, out)
-        if (out / "metrics.json").exists() and trainer.epoch >= trainer.cfg.epochs:
-            return rundir.read_json(out / "metrics.json")
+        finished = _finished_metrics(trainer, out)
+        if finished is not None:
+            return finished
     checkpoint.check_space(trainer)
     prior_s = trainer.wall_prior
     trainer.wall_start = t0
-    trainer.tracker = tracking.make(trainer.cfg)
     if trainer.cfg.oracles:  # trained once per overlay configuration, then read every epoch
         # say: under papermill the minutes of a first oracle training show on the terminal, as epochs do
         trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device, say=say)
+    trainer.tracker = tracking.make(trainer.cfg)  # after the oracles: a run that never trains leaves no log
     trainer.fit(stop_after)
     if trainer.epoch < trainer.cfg.epochs:
         return {"stopped_at_epoch": trainer.epoch}
@@ -82,8 +90,9 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     if trainer.oracles:
         metrics.update(destruction(trainer))
     t1 = time.perf_counter()
-    found = figures.write(trainer, metrics)  # figures/, and the embedding map
-    metrics.update({f"map_knn_{k}": v for k, v in found["scores"].items()})
+    found = figures.write(trainer, metrics, say=say)  # figures/, and the embedding map (None: none drawn)
+    if found is not None:
+        metrics.update({f"map_knn_{k}": v for k, v in found["scores"].items()})
     metrics["figures_s"] = time.perf_counter() - t1
     final = trainer.history[-1]
     c = trainer.cfg
@@ -96,9 +105,34 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
     if not rundir.all_finite(metrics):
         raise NonFiniteLossError(f"non-finite metrics {metrics}")
     rundir.write_json(out / "metrics.json", metrics)
-    if trainer.tracker is not None:  # the projector and the hparams page
+    if trainer.tracker is not None and found is not None:  # the projector and the hparams page
         trainer.tracker.end(found["features"], found["labels"], found["names"], metrics)
     return metrics
+
+
+def _finished_metrics(trainer, out: Path) -> dict | None:
+    """After a resume: the metrics of a run that had finished before, or None when it trains (on). A
+    metrics.json that is cut, or is the earlier result of a run now continued to more epochs, is set aside
+    with a warning: the run evaluates again and writes a new one."""
+    path = out / "metrics.json"
+    if not path.exists():
+        return None
+    if trainer.epoch >= trainer.cfg.epochs:
+        try:
+            metrics = rundir.read_json(path)
+            if isinstance(metrics, dict):
+                return metrics
+        except ValueError:
+            pass
+        warnings.warn(f"{path} is cut or not a JSON object; evaluating the finished run again from its "
+                      f"checkpoint to rewrite it", stacklevel=3)
+        return None
+    aside = out / f"metrics_epochs{trainer.epoch}.json"
+    path.replace(aside)  # featdrop report reads metrics.json only: no stale row while the run goes on
+    warnings.warn(f"{path} held the result after {trainer.epoch} epochs; this run goes on to "
+                  f"{trainer.cfg.epochs}, so it was moved to {aside.name} and a new one is written at the "
+                  f"end", stacklevel=3)
+    return None
 
 
 def load_run(out_dir: str | Path, device: str = "cpu") -> Trainer:
@@ -116,23 +150,52 @@ EXAMPLES = """examples:
   featdrop train overlay=digits preset=quick epochs=5 out_dir=runs/digits-try
   featdrop train overlay=none supervise=coarse loss=spread
 
-Fields are the config's (featdrop/config.py), with the notebook's parameter names; a field left out takes
-its default (None: the preset's value). Running the same command again resumes from the checkpoint."""
+Fields are the config's, with the notebook's parameter names, given as FIELD=VALUE (epochs=5, not
+--epochs 5); a field left out takes its default (None: the preset's value). Running the same command again
+resumes from the checkpoint. What each field means: the comments in featdrop/config.py, or the parameters
+cell of notebooks/pretrain.ipynb. The fields and their defaults:
+"""
+
+
+def _fields_help() -> str:
+    """Every config field as FIELD=DEFAULT, wrapped: the end of ``featdrop train --help``."""
+    items = [f"{k}={v}" for k, v in dataclasses.asdict(Config()).items()]
+    return textwrap.fill(" ".join(items), width=110, initial_indent="  ", subsequent_indent="  ",
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def _metric(v) -> str:
+    return "–" if v is None else f"{v:.3f}"  # None: a label the run does not have (overlay=none: alt)
+
+
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
 
 
 def main(argv=None, prog: str = "featdrop train") -> int:
     ap = argparse.ArgumentParser(prog=prog, description="Pretrain one run (expert or viewmaker views) and "
-                                 "probe both labels; prints one line per epoch.", epilog=EXAMPLES,
+                                 "probe both labels; prints one line per epoch.",
+                                 epilog=EXAMPLES + _fields_help(),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("fields", nargs="*", metavar="FIELD=VALUE",
-                    help="config fields, e.g. overlay=shapes seed=1")
+                    help="config fields, e.g. overlay=shapes seed=1 (all of them: below)")
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    fields.check_not_options(argv)  # --epochs 1: ConfigError saying epochs=1
     args = ap.parse_args(argv)
     _, params = fields.parse_assignments(args.fields, sweep=False)
     cfg = cfgmod.resolve(cfgmod.make(**params))
     print(f"featdrop train: overlay={cfg.overlay} views={cfg.views} preset={cfg.preset} loss={cfg.loss} "
           f"seed={cfg.seed} device={cfg.device}; out_dir {cfg.out_dir}", flush=True)
+    path = Path(cfg.out_dir) / "metrics.json"
+    before = _mtime(path)
     metrics = pretrain(cfg)
-    shown = {k: v for k, v in metrics.items() if k.startswith(("probe_", "knn_", "chance_"))}
-    print("  ".join(f"{k} {v:.3f}" for k, v in shown.items()))
-    print(f"wall {metrics.get('wall_s', 0):.0f} s; wrote {Path(cfg.out_dir) / 'metrics.json'}")
+    shown = {k: v for k, v in metrics.items() if k.startswith(("probe_", "knn_", "chance_"))
+             and not k.endswith("_s")}
+    print("  ".join(f"{k} {_metric(v)}" for k, v in shown.items()))
+    if before is not None and _mtime(path) == before:  # returned without work: nothing was written
+        print(f"the run had finished before ({metrics.get('epochs')} epochs, wall "
+              f"{metrics.get('wall_s') or 0:.0f} s then); nothing was trained or written; its metrics are in "
+              f"{path}")
+    else:
+        print(f"wall {metrics.get('wall_s', 0):.0f} s; wrote {path}")
     return 0

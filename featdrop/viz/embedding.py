@@ -17,6 +17,17 @@ import torch
 
 MAP_ITEMS = 2000        # test items in a run's map: a fixed, seeded random subset
 NEIGHBOURS = 10         # k of the map's neighbourhood accuracy
+# the fewest items a map is drawn for: a perplexity of (n − 1)/3 ≥ NEIGHBOURS, so the map's neighbourhoods
+# are as wide as its score's (with one item t-SNE fails: perplexity 0)
+MAP_MIN = 3 * NEIGHBOURS + 1
+
+
+def too_few(n: int, field: str = "test_subset") -> str | None:
+    """Why there is no map of ``n`` items (a line to print), or None when there are enough."""
+    if n >= MAP_MIN:
+        return None
+    return (f"embedding map skipped: {n} test item(s), and a map needs at least {MAP_MIN} (raise {field}); "
+            f"the other figures and the metrics are written")
 
 
 def items(n_test: int, seed: int, n: int = MAP_ITEMS) -> torch.Tensor:

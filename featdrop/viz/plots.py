@@ -36,6 +36,18 @@ def gallery(images: torch.Tensor, labels: torch.Tensor, alt_labels: torch.Tensor
     return fig
 
 
+# The viewmaker step's number, one sign wherever it is shown (the epoch line, the loss curves): the loss L
+# on the views of the viewmaker's step, which the viewmaker maximises. history.jsonl stores the viewmaker's
+# own objective, viewmaker_loss = −L (it minimises −L); VM_STEP_LOSS is −viewmaker_loss.
+VM_STEP_LOSS = "vm_step_loss"
+VM_STEP_LOSS_MEANS = "L on the viewmaker's step (it maximises L)"
+
+
+def vm_step_loss(row: dict) -> float:
+    """L on the viewmaker's step, from a history row (which stores viewmaker_loss = −L)."""
+    return -row["viewmaker_loss"]
+
+
 def _values(history, key):
     """A history column as floats, None (a label the run does not have) and absent as NaN."""
     return [np.nan if r.get(key) is None else r[key] for r in history]
@@ -50,7 +62,7 @@ def loss_curves(history: list[dict], chance: dict | None = None):
     fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.5))
     ax.plot(ep, [r["loss"] for r in history], "o-", label="encoder loss")
     if "viewmaker_loss" in history[0]:
-        ax.plot(ep, [-r["viewmaker_loss"] for r in history], "s--", label="loss on the viewmaker step")
+        ax.plot(ep, [vm_step_loss(r) for r in history], "s--", label=f"{VM_STEP_LOSS}: {VM_STEP_LOSS_MEANS}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
