@@ -25,6 +25,8 @@ COMMANDS = {
                     "the suppression report for any encoder (run:, torchvision:, file:)"),
     "bench": (None, "benchmarks that print figures: featdrop bench overlays | featdrop bench train"),
     "gallery": ("featdrop.viz.gallery", "draw each overlay on test images, titled with both labels"),
+    "oracles": ("featdrop.oracles.command",
+                "list, train and check the label oracles (the readers shipped and those cached)"),
 }
 BENCHES = {"overlays": "featdrop.bench.overlays", "train": "featdrop.bench.train"}
 USAGE = "usage: featdrop [--help] COMMAND [ARGS ...]   (featdrop COMMAND --help: its options and an example)"

@@ -26,17 +26,30 @@ from .errors import RunLockedError
 
 
 @contextmanager
-def waiting_lock(path: str | os.PathLike):
+def waiting_lock(path: str | os.PathLike, what: str = "", say=None, every_s: float = 60.0):
     """An exclusive flock on ``path`` (created if needed) that waits for another holder: for work that must
-    happen once however many processes need it at the same time (training a cached oracle)."""
+    happen once however many processes need it at the same time (training a cached oracle). While it waits it
+    calls ``say`` every ``every_s`` seconds with what it waits for (``what``) and who holds it; the holder
+    writes its pid, host and start into the file. An OSError creating the file (a read-only folder) is the
+    caller's to name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        start = last = time.monotonic()
+        while not _try_flock(fd, fcntl.LOCK_EX, path.parent):
+            time.sleep(0.25)
+            if say is not None and time.monotonic() - last >= every_s:
+                last = time.monotonic()
+                say(f"waiting for {describe(_read(fd))} to finish {what or path.name} "
+                    f"({(last - start) / 60:.0f} min so far); it will be loaded, not trained again")
+        _write(fd, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "what": what})
+        try:
+            yield
+        finally:
+            _write(fd, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 

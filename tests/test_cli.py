@@ -14,7 +14,7 @@ from featdrop.probing import explorer
 from featdrop.views import modality
 from featdrop.views.modality import image_modality
 
-SUBCOMMANDS = ("train", "grid", "report", "reprobe", "suppression", "bench", "gallery")
+SUBCOMMANDS = ("train", "grid", "report", "reprobe", "suppression", "bench", "gallery", "oracles")
 
 
 def test_help_lists_every_subcommand_before_torch_is_imported():
@@ -33,7 +33,7 @@ def test_python_dash_m_featdrop_is_the_same_command():
 
 
 @pytest.mark.parametrize("argv", [["train"], ["grid"], ["report"], ["reprobe"], ["suppression"], ["gallery"],
-                                  ["bench", "train"], ["bench", "overlays"]])
+                                  ["bench", "train"], ["bench", "overlays"], ["oracles"]])
 def test_every_subcommand_help_gives_an_example(argv, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([*argv, "--help"])

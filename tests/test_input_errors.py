@@ -626,3 +626,86 @@ def test_the_readme_says_where_the_offline_data_is_and_what_the_tests_need():
     assert "../shared/data" in readme and ".ci/run" in readme
     assert "tests need CIFAR-10 in `./data` or `$FEATDROP_DATA`" in readme
     assert "../shared/data" in (ROOT / "docs" / "data.md").read_text()
+
+
+# ---------------------------------------------------------------------------- the label readers' cache (issue 28)
+def _oracle_cfg(tmp_path):
+    from featdrop.oracles import shipped, store
+
+    cfg = config.resolve(config.make(overlay="shapes", device="cpu", data_dir=str(tmp_path)))
+    assert shipped.find(store.key(cfg, "main"), store.recipe(cfg, "main")) is None  # nothing shipped at 10 steps
+    return cfg, store
+
+
+def _reader_blob(cfg, store, accuracy=0.5):
+    from featdrop.oracles import reader
+
+    torch.manual_seed(0)
+    return {"label": "main", "state": reader.Reader(3, 10).state_dict(), "accuracy": accuracy, "num_classes": 10,
+            "in_channels": 3, "side": 32, "meta": {"key": store.key(cfg, "main")}}
+
+
+@needs_cifar
+def test_a_damaged_cached_reader_is_named_moved_aside_and_trained_again(tmp_path, data_dir, monkeypatch):
+    cfg, store = _oracle_cfg(tmp_path)
+    cfg = config.resolve(config.make(overlay="shapes", device="cpu", data_dir=data_dir))
+    file = store.path(cfg, "main")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_save(_reader_blob(cfg, store), file)
+    file.write_bytes(file.read_bytes()[:5000])  # cut, as a full disk or a broken copy leaves it
+    said = []
+    oracle = store.load_or_train(cfg, "main", None, torch.device("cpu"), say=said.append)
+    text = "\n".join(said)
+    assert f"oracle cache {file} is damaged or unreadable" in text
+    assert "moved aside to" in text and file.with_name(file.name + ".damaged").exists()
+    assert "training" in text and file.exists() and oracle.meta["steps"] == 10  # trained again, 10 steps
+
+
+def test_a_read_only_cache_that_holds_the_reader_is_read_without_a_lock(tmp_path, monkeypatch):
+    cfg, store = _oracle_cfg(tmp_path)
+    file = store.path(cfg, "main")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_save(_reader_blob(cfg, store, accuracy=0.7), file)
+
+    def read_only(*a, **k):  # what creating the lock file does on a read-only mount
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(runlock, "waiting_lock", read_only)
+    said = []
+    assert store.load_or_train(cfg, "main", None, torch.device("cpu"), say=said.append).accuracy == 0.7
+    assert "cached" in said[0]
+    # an empty read-only cache: named, with the fixes, before any training
+    file.unlink()
+    with pytest.raises(errors.ConfigError) as err:
+        store.load_or_train(cfg, "main", None, torch.device("cpu"), say=said.append)
+    msg = str(err.value)
+    assert f"the label-oracle cache {file.parent} cannot be written (Read-only file system)" in msg
+    assert "does not hold" in msg and "FEATDROP_DATA" in msg and "oracles=False" in msg
+
+
+def test_a_run_waiting_for_another_runs_reader_says_what_it_waits_for(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    cfg, store = _oracle_cfg(tmp_path)
+    monkeypatch.setattr(store, "WAIT_SAY_S", 0.3)
+    file = store.path(cfg, "main")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    # another process trains it: it holds the lock and names itself in the lock file
+    fd = os.open(file.with_suffix(".lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, json.dumps({"pid": 4242, "host": "elsewhere", "started": time.time()}).encode())
+    said, done = [], {}
+    waiter = threading.Thread(target=lambda: done.update(
+        o=store.load_or_train(cfg, "main", None, torch.device("cpu"), say=said.append)))
+    waiter.start()
+    deadline = time.time() + 20
+    while not any("waiting for" in s for s in said) and time.time() < deadline:
+        time.sleep(0.05)
+    rundir.atomic_save(_reader_blob(cfg, store, accuracy=0.8), file)  # the other run finishes and caches it
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    waiter.join(20)
+    line = next(s for s in said if "waiting for" in s)
+    assert "pid 4242 on host elsewhere" in line and f"training the main oracle {store.key(cfg, 'main')}" in line
+    assert done["o"].accuracy == 0.8 and not any("training plain" in s for s in said)  # loaded, not trained

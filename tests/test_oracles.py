@@ -2,7 +2,6 @@
 a view that replaces the overlay is counted as destroyed and an identity view never is; oracles are trained
 once per overlay configuration and cached; a run records alt_destroyed / main_destroyed every epoch."""
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from conftest import needs_cifar
 from featdrop import config, train
 from featdrop.data import overlays
 from featdrop.data.images import ImageOverlaySet
-from featdrop.oracles import reader, store
+from featdrop.oracles import command, reader, shipped, store
 from featdrop.train.monitor import label_destruction
 from featdrop.views.expert import normalize
 
@@ -146,9 +145,72 @@ def test_oracles_are_trained_once_per_configuration_and_a_run_records_destructio
 
 def test_the_view_explorer_loads_only_cached_oracles(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "path", lambda cfg, label: tmp_path / f"{label}.pt")
-    cfg = SimpleNamespace(overlay="shapes", overlay_opacity=1.0)
+    monkeypatch.setattr(shipped, "find", lambda key, recipe: None)  # none shipped for this configuration
+    cfg = config.resolve(config.make(overlay="shapes", device="cpu"))
     trained = []
     monkeypatch.setattr(store, "load_or_train", lambda c, label, *a, **k: trained.append(label) or label)
     assert store.for_run(cfg, None, "cpu", train=False) == {}
     (tmp_path / "main.pt").write_bytes(b"")
     assert store.for_run(cfg, None, "cpu", train=False) == {"main": "main"} and trained == ["main"]
+
+
+# ---------------------------------------------------------------------------- readers shipped in the package
+def tiny_blob(cfg, label: str, accuracy: float = 0.5) -> dict:
+    """A reader blob as store.train writes it, with untrained weights (the plumbing, not the reading)."""
+    torch.manual_seed(0)
+    k = 3 if label == "alt" else 10
+    return {"label": label, "state": reader.Reader(3, k).state_dict(), "accuracy": accuracy, "num_classes": k,
+            "in_channels": 3, "side": 32, "meta": {"key": store.key(cfg, label), "steps": 10}}
+
+
+def test_a_run_uses_a_shipped_reader_only_when_its_key_and_recipe_match(tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped, "FOLDER", tmp_path / "shipped")
+    monkeypatch.setattr(shipped, "MANIFEST", tmp_path / "shipped" / "manifest.json")
+    cfg = config.resolve(config.make(overlay="shapes", device="cpu", data_dir=str(tmp_path)))
+    blob = tiny_blob(cfg, "main", accuracy=0.61)
+    path = shipped.write(blob, {"key": store.key(cfg, "main"), "recipe": store.recipe(cfg, "main"),
+                                "accuracy": 0.61})
+    assert path.stat().st_size < 0.4e6  # half precision: about half of the float32 file
+    said = []
+    oracle = store.load_or_train(cfg, "main", None, torch.device("cpu"), say=said.append)
+    assert oracle.accuracy == 0.61 and "shipped with featdrop" in said[0]
+    assert not store.path(cfg, "main").exists()  # nothing was trained or cached
+    # the weights come back in float32, equal to the half-precision ones
+    w = dict(oracle.reader.state_dict())["head.weight"]
+    assert w.dtype == torch.float32 and torch.equal(w, blob["state"]["head.weight"].half().float())
+    # another recipe (here a new recipe version) never loads it: the key names the data, the recipe the rest
+    monkeypatch.setattr(store, "VERSION", store.VERSION + 1)
+    assert shipped.find(store.key(cfg, "main"), store.recipe(cfg, "main")) is None
+    monkeypatch.setattr(store, "VERSION", store.VERSION - 1)
+    monkeypatch.setattr(store, "BATCH", 128)  # same key, same version, another batch: stale, not used
+    assert shipped.find(store.key(cfg, "main"), store.recipe(cfg, "main")) is None
+
+
+def test_the_shipped_readers_are_the_configurations_featdrop_uses_and_small():
+    entries = shipped.manifest()
+    if not entries:
+        pytest.skip("no readers shipped in this checkout")
+    total = sum((shipped.FOLDER / e["file"]).stat().st_size for e in entries.values())
+    assert total < 10e6, total  # the package grows by less than 10 MB
+    for key, e in entries.items():
+        assert e["key"] == key and (shipped.FOLDER / e["file"]).exists()
+        assert e["command"].startswith("featdrop oracles train overlay=") and "--ship" in e["command"]
+        assert e["recipe"]["steps"] == int(key.split("steps")[0].rsplit("-", 1)[1])
+    # every image configuration of shipped.CONFIGS is there (with the code's recipe: the real step counts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(store, "STEPS", store.RECIPE_STEPS)
+        wanted = [(c, lb) for c in command.shipped_configs({"device": "cpu"}) for lb in store.labels_to_read(c)]
+        missing = [store.key(c, lb) for c, lb in wanted if shipped.find(store.key(c, lb), store.recipe(c, lb))
+                   is None]
+    assert not missing, missing
+
+
+@needs_cifar
+def test_every_shipped_reader_reads_its_check_items_as_recorded():
+    """Each shipped reader's clean accuracy on its 1,000 check test composites, against its manifest (0.01: the
+    same weights on another CPU's kernels)."""
+    rows = command.check(say=lambda s: None)
+    if not rows:
+        pytest.skip("no readers shipped in this checkout")
+    off = {r["key"]: (r["now"], r["recorded"]) for r in rows if abs(r["now"] - r["recorded"]) > 0.01}
+    assert not off, off

@@ -152,6 +152,7 @@ def audio_views(x: torch.Tensor, g: torch.Generator, widths: int = 12) -> torch.
 
 
 # ---------------------------------------------------------------------------- training and reading
+ETA_AFTER = 10  # steps timed before a reader's training says how long it will take
 def fit(reader: Reader, batches, steps: int, lr: float = 0.05, say=print) -> float:
     """Train ``reader`` for ``steps`` SGD steps (Nesterov momentum, one-cycle learning rate, label smoothing
     0.1) on ``batches()`` → (inputs, labels). Returns the seconds it took."""
@@ -166,6 +167,9 @@ def fit(reader: Reader, batches, steps: int, lr: float = 0.05, say=print) -> flo
         loss.backward()
         opt.step()
         sched.step()
+        if step == ETA_AFTER - 1 and steps > 2 * ETA_AFTER:  # the expected time on this machine, measured
+            rate = ETA_AFTER / (time.perf_counter() - t0)
+            say(f"    {rate:.1f} steps/s here: about {steps / rate / 60:.0f} min for the {steps} steps")
         if time.perf_counter() - shown > 30 or step == steps - 1:
             shown = time.perf_counter()
             say(f"    step {step + 1}/{steps}, loss {loss.item():.3f}, {shown - t0:.0f} s")
