@@ -22,10 +22,12 @@ from .errors import ConfigError
 from .losses import OBJECTIVES
 
 VIEWS = ("expert", "viewmaker")
+GAMES = ("alternating", "simultaneous")
+DIST_BACKENDS = ("auto", "nccl", "gloo")
 TRACKERS = (None, "tensorboard", "wandb")
 PRESET_NAMES = ("auto", "quick", "paper")
 SUPERVISE = (None, "coarse", "main", "alt")
-ENCODERS = ("resnet18", "convnet")
+ENCODERS = ("resnet18", "resnet50", "convnet")
 PROBES = ("fast", "reference")
 AUDIO_VIEWS = ("spectral", "waveform")
 NOISE_DRAWS = ("shared", "independent")
@@ -55,6 +57,11 @@ class Config:
     # labels a supervised loss sees: None (self-supervised) | coarse | main | alt
     supervise: str | None = None
     spread_alpha: float = 0.5        # spread = (1 − α)·SupCon + α·class-conditional InfoNCE
+    # MoCo (loss moco | moco_ifm): K, the queue of negatives (None: the preset's); m, the key encoder's
+    # momentum (0.99: the IFM command line; MoCo-v2's default 0.999); groups of the shuffled key batch
+    moco_queue: int | None = None
+    moco_momentum: float = 0.99
+    moco_bn_splits: int = 8
     # supcon/spread: weight of a label-smoothed CE head (Thanos adds one); 0 = off
     ce_weight: float = 0.0
     # --- views
@@ -62,9 +69,14 @@ class Config:
     clamp: bool = False              # clamp viewmaker views to the data range (reference: off)
     num_res_blocks: int = 3
     viewmaker_width: int | None = None  # first conv's channels (reference 32; quick 16: 4× cheaper)
+    # the viewmaker game: alternating (the reference: an encoder step on views made without gradient, then a
+    # viewmaker step on fresh views) | simultaneous (one set of views, one forward and backward updates both
+    # players: the encoder descends the loss, the viewmaker ascends it)
+    game: str = "alternating"
     # --- model
-    encoder: str | None = None       # resnet18 | convnet
-    projection_head: bool = False    # MLP head before the 128-d output (reference: off)
+    encoder: str | None = None       # resnet18 | resnet50 (ImageNet stem above 64 px) | convnet
+    # MLP head before the 128-d output; None: the objective's (reference: off; MoCo-v2: on)
+    projection_head: bool | None = None
     embedding_dim: int = 128
     # --- data
     subset: int | str | None = None  # training examples: a number, "all", or None (the preset's: quick 5000)
@@ -93,6 +105,9 @@ class Config:
     compile: bool = False            # torch.compile the viewmaker (no gain on a 2-core CPU: measured)
     # convolutions in channels_last memory format, on CUDA and on a CPU (steps 1.2-1.5x faster on 2 cores)
     channels_last: bool = True
+    # one run over several processes (torchrun --nproc_per_node N -m featdrop train ...; docs/running.md)
+    dist_backend: str = "auto"       # auto: nccl on CUDA (one GPU per process), gloo on a CPU | nccl | gloo
+    sync_batchnorm: bool = True      # torchrun: BatchNorm statistics of the global batch, as in one process
     data_dir: str | None = None      # default: $FEATDROP_DATA, else ./data
     out_dir: str | None = None       # default: runs/<overlay>-<views>[-<loss>[-<supervise>]]-seed<seed>
     download: bool = True            # let torchvision download missing data sets
@@ -102,10 +117,10 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference hyperparameters (feature_dropout.md §2.3): ResNet-18, 200 epochs, full data.
     "paper": dict(epochs=200, batch_size=256, lr=0.03, encoder="resnet18", viewmaker_width=32,
-                  probe_epochs=100),
+                  probe_epochs=100, moco_queue=4096),
     # Small ConvNet on a subset: pretraining + both probes in ≤ 10 min on a 2-core CPU.
     "quick": dict(epochs=10, batch_size=256, lr=0.03, encoder="convnet", viewmaker_width=16, subset=5000,
-                  test_subset=2000, probe_epochs=100),
+                  test_subset=2000, probe_epochs=100, moco_queue=2048),
 }
 # Overrides for the audio study (overlay="noise"), applied before PRESETS.
 AUDIO_PRESETS: dict[str, dict[str, Any]] = {
@@ -169,26 +184,32 @@ def validate(cfg: Config) -> Config:
     _check_types(cfg)
     if not 0 <= cfg.seed < 2 ** 31:
         raise _bad("seed", cfg.seed, "an integer from 0 to 2**31 − 1")
-    choices = dict(overlay=OVERLAYS, views=VIEWS, preset=PRESET_NAMES, loss=OBJECTIVES, probe=PROBES,
-                   tracker=TRACKERS,
-                   audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS, audio_dataset=AUDIO_DATASETS,
-                   supervise=SUPERVISE)
+    choices = dict(overlay=OVERLAYS, views=VIEWS, game=GAMES, preset=PRESET_NAMES, loss=OBJECTIVES,
+                   probe=PROBES, tracker=TRACKERS, audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS,
+                   audio_dataset=AUDIO_DATASETS, supervise=SUPERVISE, dist_backend=DIST_BACKENDS)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise _bad(name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
     if cfg.encoder is not None and cfg.encoder not in ENCODERS:
         raise _bad("encoder", cfg.encoder, "one of " + ", ".join(ENCODERS) + " or None")
     for name in ("epochs", "batch_size", "subset", "test_subset", "probe_epochs", "knn_k", "embedding_dim",
-                 "viewmaker_width"):
+                 "viewmaker_width", "moco_queue", "moco_bn_splits"):
         v = getattr(cfg, name)
         if name in ("subset", "test_subset") and v == "all":
             continue
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
             extra = ', "all"' if name in ("subset", "test_subset") else ""
             raise _bad(name, v, "a positive integer"
-                       + ("" if name in ("knn_k", "embedding_dim") else f"{extra} or None"))
+                       + ("" if name in ("knn_k", "embedding_dim", "moco_bn_splits") else f"{extra} or None"))
     if cfg.batch_size is not None and cfg.batch_size < 2:
         raise _bad("batch_size", cfg.batch_size, "at least 2 (a contrastive batch needs negatives)")
+    if OBJECTIVES[cfg.loss].queue and None not in (cfg.moco_queue, cfg.batch_size):
+        if cfg.moco_queue < cfg.batch_size:
+            raise _bad("moco_queue", cfg.moco_queue, f"at least batch_size = {cfg.batch_size} (a step "
+                       f"enqueues the whole batch's keys)")
+        if cfg.moco_bn_splits > cfg.batch_size:
+            raise _bad("moco_bn_splits", cfg.moco_bn_splits, f"at most batch_size = {cfg.batch_size} (groups "
+                       f"of at least one key)")
     for name in ("budget", "lr", "temperature", "viewmaker_lr", "overlay_size", "noise_volume"):
         v = getattr(cfg, name)
         if v is not None and not (_number(v) and v > 0):
@@ -200,6 +221,7 @@ def validate(cfg: Config) -> Config:
         "budget": (0, OVERLAYS[cfg.overlay].budget_max, False),
         "momentum": (0, 0.999, True),
         "ifm_epsilon": (0, 2, True),    # a cosine moves by at most 2
+        "moco_momentum": (0, 0.99999, True),
         "spread_alpha": (0, 1, True),
     }
     for name, (lo, hi, closed) in ranges.items():
@@ -269,6 +291,8 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
         values["budget"] = OVERLAYS[cfg.overlay].budget
     if values["temperature"] is None:
         values["temperature"] = OBJECTIVES[cfg.loss].temperature
+    if values["projection_head"] is None:
+        values["projection_head"] = OBJECTIVES[cfg.loss].mlp_head
     if values["data_dir"] is None:
         values["data_dir"] = default_data_dir()
     if values["out_dir"] is None:

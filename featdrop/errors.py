@@ -37,6 +37,11 @@ class DiskError(FeatdropError, OSError):
     and what is kept."""
 
 
+class DistributedError(FeatdropError, RuntimeError):
+    """A run over several processes (torchrun) cannot go on: a process died or did not arrive; the message
+    names the rank, what it waited for, what is kept and how to resume."""
+
+
 class SpecError(ConfigError):
     """An encoder spec or a suppression-report argument is invalid."""
 

@@ -5,6 +5,9 @@
   self-similarity kept in the denominator, minus the constant log 2B.
 - ``ifm``: implicit feature modification (Robinson et al. 2021): positive cosines −ε, negative
   cosines +ε before the temperature, combined as (L + α·L_ε)/(1 + α).
+- ``moco``: MoCo's InfoNCE (He et al. 2020; v2: Chen et al. 2020): queries against their keys (from the
+  momentum encoder, ``featdrop.moco``) with a queue of earlier keys as the negatives; with IFM as the IFM code
+  applies it (its ``main_moco.py``): l_pos − ε, l_neg + ε, (L + α·L_ε)/(1 + α).
 
 Supervised losses of "Perfectly Balanced" (Chen, Fu et al. 2022, Thanos), taking ``labels (B,)``.
 σᵢⱼ = cos(zᵢ, z′ⱼ)/τ across the two views only, both directions; mean over the 2B anchors. P(i):
@@ -52,6 +55,21 @@ def ifm(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.07, epsilon: 
     plain = nt_xent(z1, z2, temperature)
     logits, pos = _logits(z1, z2, temperature, epsilon)
     return (plain + alpha * F.cross_entropy(logits, pos)) / (1 + alpha)
+
+
+def moco(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
+         epsilon: float = 0.0, alpha: float = 1.0) -> torch.Tensor:
+    """Queries q (B, D) against their keys k (B, D) and the queue (K, D) of negatives, cosines:
+    logits_i = [q_i·k_i, q_i·queue_j] / τ, target 0, mean over i; with IFM ε (cosine units) the positive
+    moves down and the negatives up by ε, L = (L_0 + α·L_ε)/(1 + α), which is L_0 at ε = 0."""
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.float(), dim=1)
+    l_pos = (q * k).sum(1, keepdim=True)                      # (B, 1)
+    l_neg = q @ queue.float().t()                             # (B, K); the queue carries no gradient
+    target = torch.zeros(len(q), dtype=torch.long, device=q.device)
+    plain = F.cross_entropy(torch.cat([l_pos, l_neg], 1) / temperature, target)
+    moved = F.cross_entropy(torch.cat([l_pos - epsilon, l_neg + epsilon], 1) / temperature, target)
+    return (plain + alpha * moved) / (1 + alpha)
 
 
 def reference_simclr(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
@@ -121,13 +139,16 @@ class Objective:
 
     ``term(z1, z2, labels, hp)`` is the contrastive term on the two views' embeddings (None: there is none),
     where ``hp`` carries the hyperparameters temperature, ifm_epsilon, ifm_alpha and spread_alpha (a Config
-    does). Adding an objective is one entry here: config validation, the default τ and the trainer's heads
-    all read this record."""
+    does); with ``queue`` it is ``term(q, k, labels, hp, queue)``: queries, the momentum encoder's keys and
+    the queue of negatives (``featdrop.moco``). Adding an objective is one entry here: config validation, the
+    default τ and the trainer's heads all read this record."""
     term: Callable | None
     supervised: bool = False      # needs labels: the config's ``supervise`` must be set
     temperature: float = 0.07     # τ when the config leaves it None (0.07: the reference; 0.5: Thanos)
     ce_head: bool = False         # always trains a label-smoothed CE head (supcon/spread: with ce_weight > 0)
     decoder: bool = False         # reconstructs the clean input from the pooled features
+    queue: bool = False           # a momentum key encoder and a queue of negatives (MoCo)
+    mlp_head: bool = False        # the projection head's default (projection_head=None): MoCo-v2's MLP
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -140,14 +161,26 @@ OBJECTIVES: dict[str, Objective] = {
                         supervised=True, temperature=0.5),
     # CE head + reconstruction, no contrast
     "ae": Objective(None, supervised=True, ce_head=True, decoder=True),
+    # MoCo-v2 (τ 0.2, MLP head); moco_ifm: with IFM's ε and α (ifm_epsilon, ifm_alpha), as the IFM code
+    "moco": Objective(lambda q, k, y, hp, queue: moco(q, k, queue, hp.temperature),
+                      temperature=0.2, queue=True, mlp_head=True),
+    "moco_ifm": Objective(lambda q, k, y, hp, queue: moco(q, k, queue, hp.temperature, hp.ifm_epsilon,
+                                                          hp.ifm_alpha),
+                          temperature=0.2, queue=True, mlp_head=True),
 }
 
 
-def contrastive_loss(name: str, z1, z2, hp, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """The contrastive term of objective ``name`` on two views' embeddings; hp: see ``Objective``."""
+def contrastive_loss(name: str, z1, z2, hp, labels: torch.Tensor | None = None,
+                     queue: torch.Tensor | None = None) -> torch.Tensor:
+    """The contrastive term of objective ``name`` on two views' embeddings (with ``queue``: queries and keys);
+    hp: see ``Objective``."""
     objective = OBJECTIVES[name]
     if objective.term is None:
         raise ValueError(f"loss={name!r} has no contrastive term")
     if objective.supervised and labels is None:
         raise ValueError(f"loss={name!r} needs labels (set supervise)")
+    if objective.queue:
+        if queue is None:
+            raise ValueError(f"loss={name!r} needs the momentum encoder's queue")
+        return objective.term(z1, z2, labels, hp, queue)
     return objective.term(z1, z2, labels, hp)

@@ -3,8 +3,10 @@
 
 - ``ResNet18``: the CIFAR ResNet-18 of SimCLR / the viewmaker code (3×3 stride-1 stem, no max-pool,
   stages 64/128/256/512, 4×4 average pool, linear 512 → 128; optional MLP projection head).
-  With ``audio=True`` it is torchvision's ImageNet ResNet-18 layout for 1-channel 64×64 log-mels
-  (7×7 stride-2 stem with max-pool), as the reference's audio encoder.
+  With ``imagenet_stem=True`` it is torchvision's ImageNet ResNet-18 layout (7×7 stride-2 stem with
+  max-pool): the reference's audio encoder for 1-channel 64×64 log-mels, and images above 64 px.
+- ``ResNet50``: torchvision's ResNet-50 (bottleneck blocks, 2048-d pooled features), the IFM / MoCo-v2
+  encoder, with the ImageNet stem above 64 px and the CIFAR stem at or below.
 - ``ConvNet``: four conv–BN–ReLU stages for quick CPU runs.
 - ``Decoder``: the reconstruction branch of the class-conditional autoencoder of "Perfectly Balanced"
   (Chen, Fu et al., ICML 2022, Thanos), below.
@@ -59,9 +61,9 @@ class Encoder(nn.Module):
 
 class ResNet18(Encoder):
     def __init__(self, in_channels: int = 3, embedding_dim: int = 128, projection_head: bool = False,
-                 audio: bool = False):
+                 imagenet_stem: bool = False):
         super().__init__(512, embedding_dim, projection_head)
-        if audio:  # torchvision layout: 7×7/2 stem + max-pool; 64×64 input → 2×2×512 pre-pool
+        if imagenet_stem:  # torchvision layout: 7×7/2 stem + max-pool; 64×64 input → 2×2×512 pre-pool
             self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
                                       nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         else:      # CIFAR layout: 3×3/1 stem, no max-pool; 32×32 input → 4×4×512 pre-pool
@@ -72,6 +74,26 @@ class ResNet18(Encoder):
             layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
             cin = cout
         self.layers = nn.Sequential(*layers)
+
+    def body(self, x):
+        return self.layers(self.stem(x))
+
+
+class ResNet50(Encoder):
+    """torchvision's ResNet-50 (weights from scratch) as an encoder: body → 2048-d pooled features → head."""
+
+    def __init__(self, in_channels: int = 3, embedding_dim: int = 128, projection_head: bool = False,
+                 imagenet_stem: bool = True):
+        import torchvision
+
+        net = torchvision.models.resnet50(weights=None)
+        super().__init__(net.fc.in_features, embedding_dim, projection_head)
+        if imagenet_stem:
+            conv = net.conv1 if in_channels == 3 else nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.stem = nn.Sequential(conv, net.bn1, net.relu, net.maxpool)
+        else:      # small images: 3×3 stride-1 stem, no max-pool (as the CIFAR ResNet-18)
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), net.bn1, net.relu)
+        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
 
     def body(self, x):
         return self.layers(self.stem(x))
@@ -94,13 +116,21 @@ class ConvNet(Encoder):
         return self.net(x)
 
 
+IMAGENET_STEM_ABOVE = 64  # inputs larger than this (px) get the ImageNet stem: 7×7 stride 2 and a max-pool
+
+
 def build_encoder(name: str, in_channels: int = 3, embedding_dim: int = 128, projection_head: bool = False,
-                  audio: bool = False) -> Encoder:
+                  audio: bool = False, image_size: int = 32) -> Encoder:
+    """The encoder ``name`` for (in_channels, image_size, image_size) inputs: the CIFAR stem up to 64 px, the
+    ImageNet stem above (and for the log-mels, as the reference's audio encoder)."""
+    big = audio or image_size > IMAGENET_STEM_ABOVE
     if name == "resnet18":
-        return ResNet18(in_channels, embedding_dim, projection_head, audio=audio)
+        return ResNet18(in_channels, embedding_dim, projection_head, imagenet_stem=big)
+    if name == "resnet50":
+        return ResNet50(in_channels, embedding_dim, projection_head, imagenet_stem=big)
     if name == "convnet":
         return ConvNet(in_channels, embedding_dim, projection_head)
-    raise ValueError(f"encoder={name!r} is unknown: allowed resnet18, convnet")
+    raise ValueError(f"encoder={name!r} is unknown: allowed resnet18, resnet50, convnet")
 
 
 class Decoder(nn.Module):

@@ -628,12 +628,12 @@ def test_the_readme_says_where_the_offline_data_is_and_what_the_tests_need():
     assert "../shared/data" in (ROOT / "docs" / "data.md").read_text()
 
 
-# ---------------------------------------------------------------------------- the label readers' cache (issue 28)
+# ---------------------------------------------------------------------------- the label readers' cache
 def _oracle_cfg(tmp_path):
     from featdrop.oracles import shipped, store
 
     cfg = config.resolve(config.make(overlay="shapes", device="cpu", data_dir=str(tmp_path)))
-    assert shipped.find(store.key(cfg, "main"), store.recipe(cfg, "main")) is None  # nothing shipped at 10 steps
+    assert shipped.find(store.key(cfg, "main"), store.recipe(cfg, "main")) is None  # none shipped at 10 steps
     return cfg, store
 
 
@@ -641,8 +641,8 @@ def _reader_blob(cfg, store, accuracy=0.5):
     from featdrop.oracles import reader
 
     torch.manual_seed(0)
-    return {"label": "main", "state": reader.Reader(3, 10).state_dict(), "accuracy": accuracy, "num_classes": 10,
-            "in_channels": 3, "side": 32, "meta": {"key": store.key(cfg, "main")}}
+    return {"label": "main", "state": reader.Reader(3, 10).state_dict(), "accuracy": accuracy,
+            "num_classes": 10, "in_channels": 3, "side": 32, "meta": {"key": store.key(cfg, "main")}}
 
 
 @needs_cifar
@@ -707,5 +707,6 @@ def test_a_run_waiting_for_another_runs_reader_says_what_it_waits_for(tmp_path, 
     os.close(fd)
     waiter.join(20)
     line = next(s for s in said if "waiting for" in s)
-    assert "pid 4242 on host elsewhere" in line and f"training the main oracle {store.key(cfg, 'main')}" in line
+    assert "pid 4242 on host elsewhere" in line
+    assert f"training the main oracle {store.key(cfg, 'main')}" in line
     assert done["o"].accuracy == 0.8 and not any("training plain" in s for s in said)  # loaded, not trained

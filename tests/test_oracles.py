@@ -199,7 +199,8 @@ def test_the_shipped_readers_are_the_configurations_featdrop_uses_and_small():
     # every image configuration of shipped.CONFIGS is there (with the code's recipe: the real step counts)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(store, "STEPS", store.RECIPE_STEPS)
-        wanted = [(c, lb) for c in command.shipped_configs({"device": "cpu"}) for lb in store.labels_to_read(c)]
+        configs = command.shipped_configs({"device": "cpu"})
+        wanted = [(c, lb) for c in configs for lb in store.labels_to_read(c)]
         missing = [store.key(c, lb) for c, lb in wanted if shipped.find(store.key(c, lb), store.recipe(c, lb))
                    is None]
     assert not missing, missing
@@ -207,8 +208,8 @@ def test_the_shipped_readers_are_the_configurations_featdrop_uses_and_small():
 
 @needs_cifar
 def test_every_shipped_reader_reads_its_check_items_as_recorded():
-    """Each shipped reader's clean accuracy on its 1,000 check test composites, against its manifest (0.01: the
-    same weights on another CPU's kernels)."""
+    """Each shipped reader's clean accuracy on its 1,000 check test composites, against its manifest (0.01:
+    the same weights on another CPU's kernels)."""
     rows = command.check(say=lambda s: None)
     if not rows:
         pytest.skip("no readers shipped in this checkout")

@@ -143,8 +143,9 @@ def load_or_train(cfg: Config, label: str, data, device: torch.device, say=print
     if blob is None:
         with contextlib.ExitStack() as held:
             try:
-                held.enter_context(runlock.waiting_lock(file.with_suffix(".lock"), say=say, every_s=WAIT_SAY_S,
-                                                        what=f"training the {label} oracle {k}"))
+                held.enter_context(runlock.waiting_lock(file.with_suffix(".lock"), say=say,
+                                                        what=f"training the {label} oracle {k}",
+                                                        every_s=WAIT_SAY_S))
             except OSError as exc:
                 raise _unwritable(file, exc) from None
             blob = _read_cached(file, device, say, move_damaged=True)  # trained meanwhile by the holder?

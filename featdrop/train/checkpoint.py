@@ -23,7 +23,7 @@ from ..views import modality
 
 # Fields that may differ when resuming: they do not change what is computed.
 RESUME_FREE = {"epochs", "progress", "device", "data_dir", "out_dir", "compile", "download", "preset",
-               "oracles", "tracker"}
+               "oracles", "tracker", "dist_backend"}
 
 
 def state(trainer) -> dict:
@@ -32,6 +32,7 @@ def state(trainer) -> dict:
             "viewmaker": trainer.viewmaker.state_dict() if trainer.viewmaker else None,
             "aux": trainer.aux.state_dict(),
             "vm_opt": trainer.vm_opt.state_dict() if trainer.vm_opt else None,
+            "moco": trainer.moco.state_dict() if trainer.moco else None,  # key encoder, queue, pointer
             "monitor_probes": trainer.monitor.probes,  # the warm start of the next epoch's health probes
             "torch_rng": torch.get_rng_state()}
 
@@ -50,17 +51,36 @@ def save(trainer) -> None:
             raise rundir.disk_error(exc, path, kept + "; free space and run the same command again") or exc
 
 
-def check_space(trainer) -> None:
-    """DiskError before training when out_dir's file system cannot hold a checkpoint: its size (serialised
-    now) twice, since the new one is written beside the previous one and then renamed onto it."""
+SPACE_MARGIN = 1 << 20  # bytes beside a checkpoint: history.jsonl, the next rows, the monitor's probes
+
+
+def checkpoint_bytes(trainer) -> int:
+    """The size of this run's checkpoint once both optimisers hold their state: serialised now, plus the
+    buffers an optimiser that has not stepped yet will add (SGD: a momentum buffer per parameter, unless
+    momentum is 0; Adam: two moments per parameter). Before the first step the file is about half of it."""
     buffer = io.BytesIO()
     torch.save(state(trainer), buffer)
+    missing = 0
+    for opt in (trainer.opt, trainer.vm_opt):
+        if opt is None:
+            continue
+        per_param = 2 if isinstance(opt, torch.optim.Adam) else int(any(g.get("momentum") for g in
+                                                                        opt.param_groups))
+        missing += per_param * sum(p.numel() * p.element_size() for g in opt.param_groups
+                                   for p in g["params"] if not opt.state.get(p))
+    return buffer.tell() + missing
+
+
+def check_space(trainer) -> None:
+    """DiskError before training when out_dir's file system cannot hold the next checkpoint at its full size
+    (``checkpoint_bytes``). The new one is written beside the previous one and renamed onto it: the previous
+    one's space is taken already, so the free space must hold one new checkpoint, not two."""
     out = Path(trainer.cfg.out_dir)
-    need, free = 2 * buffer.tell() + (1 << 20), shutil.disk_usage(out).free
+    need, free = checkpoint_bytes(trainer) + SPACE_MARGIN, shutil.disk_usage(out).free
     if free < need:
         raise DiskError(f"no space left on device for {out}: {free / 1e6:.1f} MB free, a checkpoint "
-                        f"needs {need / 1e6:.1f} MB (written beside the previous one, then renamed); free "
-                        f"space or use another out_dir")
+                        f"needs {need / 1e6:.1f} MB (written beside the previous one, then renamed onto it); "
+                        f"free space or use another out_dir")
 
 
 def config_diff(saved: dict, cfg: Config) -> dict:
@@ -96,12 +116,19 @@ def resume(trainer) -> bool:
     if diff:
         raise ConfigError(f"out_dir {str(out)!r} holds a run with a different config "
                           f"(field: saved vs now) {diff}; use another out_dir or the same values")
+    if ck["epoch"] > trainer.cfg.epochs:  # its metrics would be another run's: say so instead
+        raise ConfigError(f"config field 'epochs' = {trainer.cfg.epochs} is invalid for out_dir "
+                          f"{str(out)!r}: it holds this run trained for {ck['epoch']} epochs, and a run is "
+                          f"never shortened; allowed epochs={ck['epoch']} or more (to read or continue it), "
+                          f"or use another out_dir")
     trainer.encoder.load_state_dict(ck["encoder"])
     trainer.aux.load_state_dict(ck.get("aux") or {})
     trainer.opt.load_state_dict(ck["opt"])
     if trainer.viewmaker is not None:
         trainer.viewmaker.load_state_dict(ck["viewmaker"])
         trainer.vm_opt.load_state_dict(ck["vm_opt"])
+    if trainer.moco is not None:
+        trainer.moco.load_state_dict(ck["moco"])
     trainer.epoch, trainer.history = ck["epoch"], ck["history"]
     trainer.monitor.probes = ck.get("monitor_probes", {})
     # wall time of the processes before this one (older checkpoints: their epochs' and monitors' time)
@@ -112,13 +139,16 @@ def resume(trainer) -> bool:
 
 
 def finished(cfg: Config) -> bool:
-    """``cfg.out_dir`` holds the finished run of this config: metrics.json, and a config.json that differs
-    from ``cfg`` only in RESUME_FREE fields and has at least as many epochs."""
+    """``cfg.out_dir`` holds the finished run of this config: a readable metrics.json, and a config.json that
+    differs from ``cfg`` only in RESUME_FREE fields and has as many epochs. A cut file is not finished: the
+    run's command rewrites it from the checkpoint."""
     out = Path(cfg.out_dir)
-    if not (out / "metrics.json").exists() or not (out / "config.json").exists():
+    try:
+        saved, metrics = rundir.read_json(out / "config.json"), rundir.read_json(out / "metrics.json")
+    except (OSError, ValueError):  # missing, cut or not JSON
         return False
-    saved = rundir.read_json(out / "config.json")
-    return not config_diff(saved, cfg) and (saved.get("epochs") or 0) >= cfg.epochs
+    return (isinstance(saved, dict) and isinstance(metrics, dict) and not config_diff(saved, cfg)
+            and saved.get("epochs") == cfg.epochs)
 
 
 def run_config(run_dir: str | Path, **overrides) -> Config:

@@ -3,8 +3,11 @@
 Viewmaker training is an alternating min–max (Tamkin et al. 2021), written as a plain loop: per batch,
 (1) an encoder step on fresh views with the viewmaker frozen, then (2) a viewmaker step that *maximises*
 the same loss on new views (fresh noise) with the encoder's weights frozen. Both passes run the encoder's
-BatchNorm in train mode, as the reference did. Supervised objectives (``supervise`` set: SupCon, spread,
-the class-conditional autoencoder) share the loop; their labels come with the batch.
+BatchNorm in train mode, as the reference did. ``game="simultaneous"`` plays the same min–max in one pass:
+one set of views, one forward and one backward, the viewmaker's gradients negated (``simultaneous_step``).
+Supervised objectives (``supervise`` set: SupCon, spread, the class-conditional autoencoder) and MoCo (a
+momentum encoder and a queue, ``featdrop.moco``) share the loop; supervised labels come with the batch. Under
+torchrun each process trains on its rows of the global batch (``featdrop.train.distributed``).
 
 All randomness of epoch e comes from a generator seeded by (seed, e), so on a CPU an interrupted-then-resumed
 run ends with the same numbers as an uninterrupted one (``featdrop.train.checkpoint``). Inside an epoch
@@ -13,6 +16,7 @@ non-finite check is read once, at the end of the epoch, before any checkpoint is
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -28,10 +32,12 @@ from .. import losses, probe
 from ..config import Config
 from ..data.base import Data
 from ..errors import ConfigError, NonFiniteLossError
+from ..moco import MomentumEncoder
 from ..models import Decoder, build_encoder
-from ..views import modality
+from ..views import draws, modality
 from ..views.viewmaker import Viewmaker
-from . import checkpoint, tracking
+from ..viz.plots import VM_STEP_LOSS, vm_step_loss
+from . import checkpoint, distributed, tracking
 from .monitor import MONITOR_TRAIN, Monitor, positive_accuracy
 
 PROGRESS_EVERY = 25  # steps between progress-bar updates (each reads the loss: a sync)
@@ -44,18 +50,31 @@ def epoch_line(row: dict, epochs: int) -> str:
         v = row.get(key, "absent")
         return "" if v == "absent" else f"  {label} {'–' if v is None else f'{v:.3f}'}"
 
-    return (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.3f}{f('viewmaker_loss', 'vm_loss')}  "
+    # the viewmaker's number with the loss curves' sign and name: L on its step, not the stored −L
+    vm = f"  {VM_STEP_LOSS} {vm_step_loss(row):.3f}" if "viewmaker_loss" in row else ""
+    return (f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.3f}{vm}  "
             f"{row['images_per_s']:.0f} img/s{f('knn_main', 'kNN main')}{f('knn_alt', 'alt')}"
             f"{f('pos_acc', 'pos_acc')}{f('alt_destroyed', 'alt_destroyed')}"
             f"{f('main_destroyed', 'main_destroyed')}{f('overlay_budget_share', 'overlay_share')}")
 
 
 def say(line: str) -> None:
-    """A progress line on stdout and, inside a notebook kernel (papermill, JupyterLab), also on the kernel's
-    own stderr: the terminal that started papermill shows it without --log-output."""
+    """A progress line on stdout and, inside a notebook kernel (papermill, JupyterLab), also on the terminal
+    that started it, so papermill shows it without --log-output; once in the notebook either way.
+
+    ipykernel captures the kernel's file descriptors 1 and 2 into the notebook as well as echoing them to
+    that terminal, so a line written to sys.__stderr__ appeared twice in out.ipynb (measured). While it
+    captures, ``sys.stderr.fileno()`` is its copy of the original stderr, which reaches the terminal alone;
+    a kernel that does not capture (pytest's, Windows) leaves sys.__stderr__ to the terminal."""
     print(line, flush=True)
-    if sys.stdout is not sys.__stdout__ and sys.__stderr__ is not None:
-        print(line, file=sys.__stderr__, flush=True)
+    if sys.stdout is sys.__stdout__:
+        return
+    for stream in (sys.stderr, sys.__stderr__):  # ipykernel capturing: the copy; else the process's stderr
+        try:
+            os.write(stream.fileno(), (line + "\n").encode(errors="replace"))
+            return
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: a kernel not capturing
+            continue
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -63,10 +82,12 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data: Data | None = None):
-        """``data``: already-loaded data (the benchmark passes synthetic batches); default: load it."""
+    def __init__(self, cfg: Config, data: Data | None = None, world: distributed.World | None = None):
+        """``data``: already-loaded data (the benchmark passes synthetic batches); default: load it.
+        ``world``: this process's place in a torchrun run (default: a single process)."""
         self.cfg = cfg = cfgmod.resolve(cfg)
-        self.device = devmod.resolve(cfg.device, field="config field 'device'")
+        self.world = world or distributed.World()
+        self.device = self.world.device(devmod.resolve(cfg.device, field="config field 'device'"))
         self.cuda = self.device.type == "cuda"
         self.data = data if data is not None else modality.load(cfg, self.device)
         if self.data.train is not None:  # the kNN monitor votes among its training items: k cannot exceed it
@@ -95,8 +116,17 @@ class Trainer:
             if objective.decoder:
                 aux["decoder"] = Decoder(self.encoder.feature_dim, m.in_channels, size=64 if m.audio else 32)
         self.aux = nn.ModuleDict(aux).to(self.device)
+        self.moco = None  # MoCo's key encoder and queue (featdrop.moco), for a queue objective
+        if objective.queue:
+            splits = max(1, cfg.moco_bn_splits // self.world.size)  # this process's share of the groups
+            self.moco = MomentumEncoder(self.encoder, cfg.moco_queue, cfg.embedding_dim, cfg.moco_momentum,
+                                        splits, cfg.seed).to(self.device)
+        if self.world.size > 1 and cfg.sync_batchnorm:  # the global batch's statistics, as in one process
+            self.encoder = distributed.sync_batchnorm(self.encoder, self.cuda)
+            self.aux = distributed.sync_batchnorm(self.aux, self.cuda)
         fused = dict(fused=True) if self.cuda else {}  # one kernel per optimiser step on CUDA
-        self.opt = torch.optim.SGD([*self.encoder.parameters(), *self.aux.parameters()], lr=cfg.lr,
+        self.opt_params = [*self.encoder.parameters(), *self.aux.parameters()]
+        self.opt = torch.optim.SGD(self.opt_params, lr=cfg.lr,
                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
         self.vm_opt = (torch.optim.Adam(self.viewmaker.parameters(), lr=cfg.viewmaker_lr, **fused)
                        if self.viewmaker else None)
@@ -104,6 +134,8 @@ class Trainer:
             self.encoder.to(memory_format=torch.channels_last)
             if self.viewmaker:
                 self.viewmaker.to(memory_format=torch.channels_last)
+            if self.moco:
+                self.moco.to(memory_format=torch.channels_last)
         self.vm_fn = self._compiled_viewmaker()
         self.amp = self.cuda  # bf16 autocast on CUDA
         self.history: list[dict] = []
@@ -140,12 +172,16 @@ class Trainer:
         target)."""
         c = self.cfg
         stats: dict[str, torch.Tensor] = {}
+        if self.moco is not None:
+            return self.moco_loss(x1, x2, stats)
         with self.autocast():
             (p1, z1), (p2, z2) = (self.encoder.embed(self.cl(x))
-                                  for x in (x1, x2))  # pooled, (B, D)
+                                  for x in (x1, x2))  # pooled, (B, D); under torchrun this process's rows
         total = torch.zeros((), device=self.device)
         if losses.OBJECTIVES[c.loss].term is not None:
-            total = losses.contrastive_loss(c.loss, z1, z2, c, labels)
+            # every process's embeddings, with their gradient: the global batch's negatives (distributed)
+            z1, z2, every = self.world.gather(z1), self.world.gather(z2), self.world.gather_labels(labels)
+            total = losses.contrastive_loss(c.loss, z1, z2, c, every)
             stats["pos_acc"] = positive_accuracy(z1.detach(), z2.detach())
         if "ce" in self.aux:  # mean over both views
             ce = sum(losses.smoothed_cross_entropy(self.aux["ce"](p.float()), labels) for p in (p1, p2)) / 2
@@ -157,6 +193,18 @@ class Trainer:
             stats["recon_loss"] = rec.detach()
         return total, stats
 
+    def moco_loss(self, x1, x2, stats: dict) -> tuple[torch.Tensor, dict]:
+        """MoCo: queries of view 1 from the encoder, keys of view 2 from the momentum encoder, negatives from
+        the queue. The loss is per query (each process's mean; averaged gradients make it the global batch's);
+        the keys wait in ``moco_keys`` for the end of the step (``step`` enqueues them)."""
+        with self.autocast():
+            q = self.encoder(self.cl(x1))                   # (B, D)
+            k = self.moco.keys(self.cl(x2))                 # (B, D): no gradient to the key encoder
+        total = losses.contrastive_loss(self.cfg.loss, q, k, self.cfg, queue=self.moco.queue)
+        self.moco_keys = k.detach()
+        stats["pos_acc"] = positive_accuracy(self.world.gather(q.detach()), self.world.gather(k.detach()))
+        return total, stats
+
     def views(self, raw, g, grad: bool):
         """Two views (encoder inputs) of a raw batch. The viewmaker makes both in one call on the
         stacked 2B batch, its noise drawn here, outside the (optionally compiled) network."""
@@ -165,7 +213,7 @@ class Trainer:
         if self.viewmaker is None:
             return m.expert(r1, g), m.expert(r2, g)
         x = torch.cat([m.base(r1), m.base(r2)])                      # (2B, C, S, S)
-        noise = self.viewmaker.draw_noise(x, g)
+        noise = self.viewmaker.draw_noise(x, draws.stacked(g, 2))  # both views' noise in one draw
         with torch.set_grad_enabled(grad), self.autocast():
             if self.cuda:  # one launch sequence for both views
                 return m.to_encoder(self.vm_fn(self.cl(x), noise=noise)).chunk(2)
@@ -178,6 +226,7 @@ class Trainer:
         loss, stats = self.loss(x1, x2, labels, clean)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.world.average_gradients(self.opt_params)
         self.opt.step()
         return {"loss": loss.detach(), **stats}
 
@@ -188,16 +237,42 @@ class Trainer:
         vm_loss = -self.loss(*self.views(raw, g, grad=True), labels, clean)[0]
         self.vm_opt.zero_grad(set_to_none=True)
         vm_loss.backward()
+        self.world.average_gradients(self.viewmaker.parameters())
         self.vm_opt.step()
         self.encoder.requires_grad_(True)
         self.aux.requires_grad_(True)
         return vm_loss.detach()
 
+    def simultaneous_step(self, raw, g, labels=None, clean=None) -> dict:
+        """game="simultaneous": one set of views with gradient, one encoder forward and one backward update
+        both players. The encoder (and supervised heads) descend L; the viewmaker ascends it: its gradients
+        are negated before its Adam step, so it gets −∇_φ L at the encoder the views were scored by (the
+        pre-update one). The encoder's update is the alternating game's encoder step on the same views."""
+        loss, stats = self.loss(*self.views(raw, g, grad=True), labels, clean)
+        self.opt.zero_grad(set_to_none=True)
+        self.vm_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in self.viewmaker.parameters():
+            if p.grad is not None:
+                p.grad.neg_()  # ascent: the viewmaker maximises the loss
+        self.world.average_gradients([*self.opt_params, *self.viewmaker.parameters()])
+        self.opt.step()
+        self.vm_opt.step()
+        return {"loss": loss.detach(), **stats, "viewmaker_loss": -loss.detach()}
+
     def step(self, raw, g, labels=None) -> dict:
         clean = self.data.modality.clean(raw) if "decoder" in self.aux else None
-        out = self.encoder_step(*self.views(raw, g, grad=False), labels, clean)
-        if self.viewmaker is not None:
+        if self.moco is not None:  # MoCo: the key encoder follows the encoder before the keys are made
+            self.moco.update(self.encoder)
+        if self.viewmaker is not None and self.cfg.game == "simultaneous":
+            out = self.simultaneous_step(raw, g, labels, clean)
+        else:
+            out = self.encoder_step(*self.views(raw, g, grad=False), labels, clean)
+        keys = self.moco_keys if self.moco is not None else None  # the encoder's step's keys
+        if self.viewmaker is not None and self.cfg.game != "simultaneous":
             out["viewmaker_loss"] = self.viewmaker_step(raw, g, labels, clean)
+        if keys is not None:  # after the whole step, so that no query meets its own key among the negatives
+            self.moco.enqueue(self.world.gather(keys))
         return out
 
     def supervised_labels(self, split) -> torch.Tensor | None:
@@ -225,18 +300,26 @@ class Trainer:
         first_bad = torch.full((), -1, device=dev)  # first step with a non-finite loss, read after the epoch
         t0 = time.perf_counter()
         # the step bar on a terminal or in a notebook; in a log file only the epoch lines
-        bar_on = c.progress and (sys.stderr.isatty() or sys.stdout is not sys.__stdout__)
+        bar_on = c.progress and self.world.main and (sys.stderr.isatty() or sys.stdout is not sys.__stdout__)
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not bar_on, leave=False)
-        for s in bar:
-            idx = perm[s * c.batch_size:(s + 1) * c.batch_size]
-            out = self.step(split.images[idx], g, None if sup is None else sup[idx])
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0) + v
-            finite = torch.isfinite(out["loss"]) & torch.isfinite(out.get("viewmaker_loss", out["loss"]))
-            first_bad = torch.where((first_bad < 0) & ~finite, s, first_bad)
-            if bar_on and (s % PROGRESS_EVERY == 0 or s == steps - 1):
-                rate = (s + 1) * c.batch_size / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{out['loss'].item():.3f}", img_s=f"{rate:.0f}")
+        lo, hi = self.world.rows(c.batch_size)  # under torchrun: this process's rows of every global batch
+        try:
+            for s in bar:
+                idx = perm[s * c.batch_size:(s + 1) * c.batch_size][lo:hi]
+                rows = g if self.world.size == 1 else draws.Rows(g, c.batch_size, lo, hi)
+                out = self.step(split.images[idx], rows, None if sup is None else sup[idx])
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0) + v
+                finite = torch.isfinite(out["loss"]) & torch.isfinite(out.get("viewmaker_loss", out["loss"]))
+                first_bad = torch.where((first_bad < 0) & ~finite, s, first_bad)
+                if bar_on and (s % PROGRESS_EVERY == 0 or s == steps - 1):
+                    rate = (s + 1) * c.batch_size / (time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{out['loss'].item():.3f}", img_s=f"{rate:.0f}")
+            sums = self.world.mean(sums)  # the global batch's statistics (a CE head's loss is per process)
+        except RuntimeError as exc:  # a collective failed: another process died
+            if self.world.size == 1:
+                raise
+            raise distributed.lost(self.world, f"training epoch {epoch + 1}", exc) from None
         bad = int(first_bad)  # the epoch's one host-device sync
         if bad >= 0:
             ckpt = Path(c.out_dir) / "checkpoint.pt"
@@ -250,9 +333,13 @@ class Trainer:
         row.update({k: (v / steps).item() for k, v in sums.items()})
         if self.viewmaker is not None:
             row["viewmaker_lr"] = self.vm_opt.param_groups[0]["lr"]
-        t1 = time.perf_counter()
-        row.update(self.monitor(split, epoch))
-        row["monitor_s"] = time.perf_counter() - t1
+
+        def monitor():  # rank 0 alone; the others wait for it
+            t1 = time.perf_counter()
+            row.update(self.monitor(split, epoch))
+            row["monitor_s"] = time.perf_counter() - t1
+
+        self.world.on_main(f"the monitor of epoch {epoch + 1}", monitor)
         return row
 
     def fit(self, stop_after: int | None = None) -> None:
@@ -264,11 +351,15 @@ class Trainer:
             self.epoch += 1
             row["wall_s_total"] = self.wall_prior + time.perf_counter() - self.wall_start  # all processes
             self.history.append(row)
-            checkpoint.save(self)
+            self.world.on_main(f"the checkpoint of epoch {self.epoch}", lambda: self.record(row))
             done += 1
-            if self.tracker is not None:
-                self.tracker.epoch(row)
-                if self.epoch % tracking.VIEWS_EVERY == 0 or self.epoch == self.cfg.epochs:
-                    self.tracker.views(tracking.view_grid(self, self.epoch), self.epoch)
-            if self.cfg.progress:
-                say(epoch_line(row, self.cfg.epochs))
+
+    def record(self, row: dict) -> None:
+        """After an epoch (rank 0 alone under torchrun): the checkpoint and history, the tracker, the line."""
+        checkpoint.save(self)
+        if self.tracker is not None:
+            self.tracker.epoch(row)
+            if self.epoch % tracking.VIEWS_EVERY == 0 or self.epoch == self.cfg.epochs:
+                self.tracker.views(tracking.view_grid(self, self.epoch), self.epoch)
+        if self.cfg.progress:
+            say(epoch_line(row, self.cfg.epochs))

@@ -22,6 +22,7 @@ import torch
 import torchaudio
 
 from ..data.audio import LENGTH, RATE
+from .draws import normal, uniform
 
 N_FFT, HOP, N_MELS = 512, 256, 64
 FRAMES = 1 + (LENGTH - N_FFT) // HOP  # = 64
@@ -84,8 +85,8 @@ class LogMel:
 # ------------------------------------------------------------------------------- spectral views
 def band_masks(n: int, size: int, g: torch.Generator, device, widths: int = MASK_WIDTHS) -> torch.Tensor:
     """(n, size) bool: one band per row, width ~ U{0..widths−1} (at most size), start uniform."""
-    w = (torch.rand(n, generator=g, device=device) * widths).long().clamp(max=size)
-    start = (torch.rand(n, generator=g, device=device) * (size - w + 1)).long()
+    w = (uniform(g, n, device=device) * widths).long().clamp(max=size)
+    start = (uniform(g, n, device=device) * (size - w + 1)).long()
     ar = torch.arange(size, device=device)
     return (ar >= start[:, None]) & (ar < (start + w)[:, None])
 
@@ -104,15 +105,15 @@ def spectral_view(wave: torch.Tensor, logmel: LogMel, g: torch.Generator) -> tor
     """SpecAugment-like view of waveforms (B, L) → normalised log-mel (B, 1, 64, 64)."""
     power, _, _ = mask_power(logmel.power(wave), g)
     db = logmel.db(power)
-    db = db + DB_NOISE * logmel.std * torch.randn(db.shape, generator=g, device=db.device)
+    db = db + DB_NOISE * logmel.std * normal(g, *db.shape, device=db.device)
     return logmel.normalise(db)
 
 
 # ------------------------------------------------------------------------------- waveform views
 def crop_masks(n: int, length: int, g: torch.Generator, device, scale=CROP_SCALE) -> torch.Tensor:
     """(n, length) bool: a contiguous segment of ⌊U(scale)·length⌋ samples at a uniform start."""
-    keep = ((scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=g, device=device)) * length).long()
-    start = (torch.rand(n, generator=g, device=device) * (length - keep + 1)).long()
+    keep = ((scale[0] + (scale[1] - scale[0]) * uniform(g, n, device=device)) * length).long()
+    start = (uniform(g, n, device=device) * (length - keep + 1)).long()
     ar = torch.arange(length, device=device)
     return (ar >= start[:, None]) & (ar < (start + keep)[:, None])
 
@@ -122,8 +123,8 @@ def waveform_augment(wave: torch.Tensor, g: torch.Generator, noise_std: float | 
     b, length = wave.shape
     keep = crop_masks(b, length, g, wave.device).to(wave.dtype)
     std = length ** -0.5 if noise_std is None else noise_std  # the reference's irfft noise: std ≈ 1/√L
-    noise = std * torch.randn(wave.shape, generator=g, device=wave.device, dtype=wave.dtype)
-    crop_first = torch.rand(b, 1, generator=g, device=wave.device) < 0.5
+    noise = std * normal(g, *wave.shape, device=wave.device, dtype=wave.dtype)
+    crop_first = uniform(g, b, 1, device=wave.device) < 0.5
     return torch.where(crop_first, wave * keep + noise, (wave + noise) * keep)
 
 

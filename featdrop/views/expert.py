@@ -4,7 +4,7 @@ The reference pipeline (feature_dropout.md §3.1; SimCLR's CIFAR recipe): Random
 scale 0.2–1, ratio 3/4–4/3) → ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, ops in random order →
 grayscale with p 0.2 → Gaussian blur σ ~ U[0.1, 2] with p 0.5 → horizontal flip. torchvision draws
 one parameter set per call; here every op draws one row of parameters per sample from an explicit
-``torch.Generator``.
+``torch.Generator`` (or the rows of a global batch a process holds: ``featdrop.views.draws``).
 
 Every op is linear, which makes the batch cheap:
 - crop, flip and blur are separable spatial maps: per sample, one (H, H) matrix for the rows and one
@@ -26,6 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .draws import uniform
+
 CIFAR_MEAN = (0.491, 0.482, 0.446)
 CIFAR_STD = (0.247, 0.243, 0.261)
 GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, torchvision's rgb_to_grayscale constants
@@ -39,7 +41,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _u(n, lo, hi, g, dev):
-    return lo + (hi - lo) * torch.rand(n, generator=g, device=dev)
+    return lo + (hi - lo) * uniform(g, n, device=dev)
 
 
 # ------------------------------------------------------------------------------- spatial maps
@@ -73,9 +75,8 @@ def blur_matrix(sigma: torch.Tensor, size: int) -> torch.Tensor:
 def crop_params(n, g, dev, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10):
     """torchvision's RandomResizedCrop draw: area ~ U(scale), log aspect ~ U(log ratio), the first of
     10 tries that fits, else the whole image. Returns x0, y0, w, h as fractions of the side, (n,) each."""
-    area = scale[0] + (scale[1] - scale[0]) * torch.rand(n, tries, generator=g, device=dev)
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, tries, generator=g,
-                                                                                          device=dev)
+    area = scale[0] + (scale[1] - scale[0]) * uniform(g, n, tries, device=dev)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * uniform(g, n, tries, device=dev)
     tw, th = torch.sqrt(area * torch.exp(log_r)), torch.sqrt(area * torch.exp(-log_r))
     fits = (tw <= 1) & (th <= 1)
     first = fits.to(torch.uint8).argmax(1, keepdim=True)  # index of the first fitting try
@@ -126,8 +127,8 @@ def jitter_affine(mean_rgb, g, b=0.4, c=0.4, s=0.4, hue=0.1, p=0.8):
     n, dev = mean_rgb.shape[0], mean_rgb.device
     fb, fc, fs = _u(n, 1 - b, 1 + b, g, dev), _u(n, 1 - c, 1 + c, g, dev), _u(n, 1 - s, 1 + s, g, dev)
     fh = _u(n, -hue, hue, g, dev)
-    apply = torch.rand(n, generator=g, device=dev) < p
-    order = torch.argsort(torch.rand(n, 4, generator=g, device=dev), dim=1)  # random op order per sample
+    apply = uniform(g, n, device=dev) < p
+    order = torch.argsort(uniform(g, n, 4, device=dev), dim=1)  # random op order per sample
     eye, gray = _eye(n, dev), gray_matrix(n, dev)
     luma = torch.tensor(GRAY, device=dev)
     A, t = eye.clone(), torch.zeros(n, 3, device=dev)
@@ -158,16 +159,16 @@ def expert_views(x: torch.Tensor, g: torch.Generator, *, jitter_p=0.8, gray_p=0.
     (the label oracles use crops that keep the overlay)."""
     n, dev, (hgt, wid) = x.shape[0], x.device, x.shape[2:]
     x0, y0, w, h = crop_params(n, g, dev, scale) if crop is None else crop
-    flip = torch.rand(n, generator=g, device=dev) < flip_p
+    flip = uniform(g, n, device=dev) < flip_p
     rows, cols = interp_matrix(y0, h, hgt), interp_matrix(x0, w, wid, flip)
     sigma = _u(n, *blur_sigma, g, dev)
-    blur = torch.rand(n, generator=g, device=dev) < blur_p
+    blur = uniform(g, n, device=dev) < blur_p
     rows = torch.where(blur[:, None, None], blur_matrix(sigma, hgt) @ rows, rows)
     cols = torch.where(blur[:, None, None], blur_matrix(sigma, wid) @ cols, cols)
     # each view's mean colour, for the contrast op: the crop's mean = (row weights)ᵀ x (column weights)
     mean_rgb = torch.einsum("nh,nchw,nw->nc", rows.mean(1), x, cols.mean(1)).float() * in_scale
     A, t = jitter_affine(mean_rgb, g, p=jitter_p)
-    to_gray = torch.rand(n, generator=g, device=dev) < gray_p
+    to_gray = uniform(g, n, device=dev) < gray_p
     G = gray_matrix(n, dev)
     A = torch.where(to_gray[:, None, None], G @ A, A) * in_scale
     t = torch.where(to_gray[:, None], (G @ t[..., None])[..., 0], t)

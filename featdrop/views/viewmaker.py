@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .draws import uniform
+
 
 def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(cin, cout, k, stride))
@@ -60,15 +62,16 @@ class Viewmaker(nn.Module):
                                      nn.Upsample(scale_factor=2, mode="nearest"), conv_in_relu(2 * w, w, 3),
                                      conv(w, in_channels, 9))
 
-    def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def draw_noise(self, x: torch.Tensor, generator=None) -> list[torch.Tensor]:
         """U[0, 1) noise channels for ``x (B, C, S, S)``: one (B, 1, S, S) at the input (square, as the
-        reference), then one (B, 1, S/4, S/4) before each residual block."""
+        reference), then one (B, 1, S/4, S/4) before each residual block. ``generator``: a torch.Generator,
+        or the Rows of a global batch this process holds (``featdrop.views.draws``)."""
         b, s = x.shape[0], x.shape[-1]
         h = s
         for _ in range(2):  # the stem's two stride-2 convs (kernel 3, reflection pad 1)
             h = (h - 1) // 2 + 1
         shapes = [(b, 1, s, s)] + [(b, 1, h, h)] * len(self.blocks)
-        return [torch.rand(shape, device=x.device, dtype=x.dtype, generator=generator) for shape in shapes]
+        return [uniform(generator, *shape, device=x.device, dtype=x.dtype) for shape in shapes]
 
     def perturbation(self, x: torch.Tensor, generator: torch.Generator | None = None,
                      noise: list[torch.Tensor] | None = None, budget: float | None = None) -> torch.Tensor:
