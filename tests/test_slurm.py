@@ -210,4 +210,7 @@ def test_torchrun_over_two_processes_through_srun(slurm_env, tmp_path):
     assert states(slurm_env, job) == {job: ("COMPLETED", "0:0")}, job_logs(logs)
     assert (out / "metrics.json").exists(), job_logs(logs)
     assert len(history(out)) == 1
+    # one run over both processes: rank 0 wrote it, and says so; the log has rank 0's lines only
+    assert json.loads((out / "metrics.json").read_text())["processes"] == 2
+    assert job_logs(logs).count("featdrop train:") == 1
     print(f"torchrun, 2 processes: {time.monotonic() - t0:.0f} s")

@@ -136,6 +136,17 @@ class World:
                 error = exc
         self.wait_for(what, error)
 
+    def share(self, value):
+        """Rank 0's ``value`` on every process (any picklable object; in a single process: ``value``)."""
+        if self.size == 1:
+            return value
+        box = [value]
+        try:
+            dist.broadcast_object_list(box, src=0)
+        except Exception as exc:
+            raise lost(self, "receiving rank 0's results", exc) from None
+        return box[0]
+
     def check_same(self, config: dict) -> None:
         """ConfigError on every process when the processes were given different configs."""
         if self.size == 1:

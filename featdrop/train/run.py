@@ -4,11 +4,16 @@
 
 The run holds ``out_dir``'s lock from before its data is loaded until it returns, so a second run on the
 same directory fails at once (RunLockedError). A finished run returns its metrics without work.
+
+Under torchrun (``torchrun --nproc_per_node N -m featdrop train ...``) every process trains its rows of each
+batch (``featdrop.train.distributed``); rank 0 alone holds the lock, writes the files and runs the oracles,
+probes and figures, while the others wait for it, and every process returns rank 0's metrics.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
 import time
@@ -21,7 +26,7 @@ from .. import fields, rundir, runlock
 from ..config import Config
 from ..errors import NonFiniteLossError
 from ..oracles import store as oracle_store
-from . import checkpoint, figures, tracking
+from . import checkpoint, distributed, figures, tracking
 from .evaluate import destruction, evaluate
 from .trainer import Trainer, say
 
@@ -29,15 +34,27 @@ from .trainer import Trainer, say
 def pretrain(cfg: Config | None = None, stop_after: int | None = None, **overrides) -> dict:
     """Run (or resume) one pretraining + probe run; returns the metrics dict (also in metrics.json)."""
     cfg = cfgmod.resolve(cfgmod.make(**{**(dataclasses.asdict(cfg) if cfg else {}), **overrides}))
-    rundir.check_out_dir(cfg.out_dir)
-    new = not Path(cfg.out_dir).exists()
+    world = distributed.init(cfg, cuda=cfg.device.startswith("cuda"))  # a single process unless torchrun
+    world.check_same(dataclasses.asdict(cfg))
+    held: dict = {}
+
+    def lock():  # rank 0 alone
+        rundir.check_out_dir(cfg.out_dir)
+        held["new"] = not Path(cfg.out_dir).exists()
+        held["lock"] = runlock.acquire(cfg.out_dir)
+
+    world.on_main("locking the run directory", lock)
     try:
-        with runlock.acquire(cfg.out_dir):
-            return _pretrain_locked(cfg, stop_after)
+        metrics = _pretrain_locked(cfg, stop_after, world)
     except BaseException:
-        if new:  # a run that never trained leaves nothing behind: not its config.json, not even its lock
+        if "lock" in held:
+            held["lock"].release()
+        if held.get("new"):  # a run that never trained leaves nothing behind: its config.json, its lock
             rundir.remove_if_unused(cfg.out_dir, written=("config.json",))
         raise
+    if "lock" in held:
+        held["lock"].release()
+    return metrics
 
 
 def _files_agree(trainer, out: Path) -> None:
@@ -64,28 +81,45 @@ def _files_agree(trainer, out: Path) -> None:
         rundir.write_history(out / "history.jsonl", trainer.history)
 
 
-def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
+def _pretrain_locked(cfg: Config, stop_after: int | None, world: distributed.World) -> dict:
     t0 = time.perf_counter()
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, world=world)
     out = Path(trainer.cfg.out_dir)
     resumed = checkpoint.resume(trainer)  # ConfigError when the checkpoint has more epochs than asked
-    if not resumed:
-        rundir.write_json(out / "config.json", dataclasses.asdict(trainer.cfg))
-    else:
-        _files_agree(trainer, out)
-        finished = _finished_metrics(trainer, out)
-        if finished is not None:
-            return finished
-    checkpoint.check_space(trainer)
+    found: dict = {}
+
+    def files():  # rank 0 alone: config.json, and a finished run's metrics
+        if not resumed:
+            rundir.write_json(out / "config.json", dataclasses.asdict(trainer.cfg))
+        else:
+            _files_agree(trainer, out)
+            found["finished"] = _finished_metrics(trainer, out)
+
+    world.on_main("writing config.json", files)
+    finished = world.share(found.get("finished"))
+    if finished is not None:
+        return finished
     prior_s = trainer.wall_prior
     trainer.wall_start = t0
-    if trainer.cfg.oracles:  # trained once per overlay configuration, then read every epoch
-        # say: under papermill the minutes of a first oracle training show on the terminal, as epochs do
-        trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device, say=say)
-    trainer.tracker = tracking.make(trainer.cfg)  # after the oracles: a run that never trains leaves no log
+
+    def prepare():  # rank 0 alone: the disk, the oracles (trained once per configuration), the tracker
+        checkpoint.check_space(trainer)
+        if trainer.cfg.oracles:
+            # say: under papermill the minutes of a first oracle training show on the terminal, as epochs do
+            trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device, say=say)
+        trainer.tracker = tracking.make(trainer.cfg)  # after the oracles: a run that never trains logs nothing
+
+    world.on_main("loading the label oracles", prepare)
     trainer.fit(stop_after)
     if trainer.epoch < trainer.cfg.epochs:
         return {"stopped_at_epoch": trainer.epoch}
+    world.on_main("the probes, figures and metrics.json", lambda: found.update(
+        metrics=_finish(trainer, out, t0, prior_s, resumed)))
+    return world.share(found.get("metrics"))
+
+
+def _finish(trainer, out: Path, t0: float, prior_s: float, resumed: bool) -> dict:
+    """The final probes, label destruction, figures and metrics.json (rank 0 alone under torchrun)."""
     metrics = evaluate(trainer)
     if trainer.oracles:
         metrics.update(destruction(trainer))
@@ -101,7 +135,8 @@ def _pretrain_locked(cfg: Config, stop_after: int | None) -> dict:
                     "train_s": sum(r["epoch_s"] for r in trainer.history),
                     "wall_s": prior_s + time.perf_counter() - t0, "resumed": resumed,
                     "overlay": c.overlay, "views": c.views, "seed": c.seed, "preset": c.preset,
-                    "encoder": c.encoder, "loss": c.loss, "supervise": c.supervise})
+                    "encoder": c.encoder, "loss": c.loss, "supervise": c.supervise,
+                    "processes": trainer.world.size})
     if not rundir.all_finite(metrics):
         raise NonFiniteLossError(f"non-finite metrics {metrics}")
     rundir.write_json(out / "metrics.json", metrics)
@@ -184,11 +219,17 @@ def main(argv=None, prog: str = "featdrop train") -> int:
     args = ap.parse_args(argv)
     _, params = fields.parse_assignments(args.fields, sweep=False)
     cfg = cfgmod.resolve(cfgmod.make(**params))
-    print(f"featdrop train: overlay={cfg.overlay} views={cfg.views} preset={cfg.preset} loss={cfg.loss} "
-          f"seed={cfg.seed} device={cfg.device}; out_dir {cfg.out_dir}", flush=True)
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun the other processes print nothing
+    processes = distributed.requested()
+    if rank0:
+        print(f"featdrop train: overlay={cfg.overlay} views={cfg.views} preset={cfg.preset} loss={cfg.loss} "
+              f"seed={cfg.seed} device={cfg.device}" + (f", {processes} processes" if processes > 1 else "")
+              + f"; out_dir {cfg.out_dir}", flush=True)
     path = Path(cfg.out_dir) / "metrics.json"
     before = _mtime(path)
     metrics = pretrain(cfg)
+    if not rank0:
+        return 0
     shown = {k: v for k, v in metrics.items() if k.startswith(("probe_", "knn_", "chance_"))
              and not k.endswith("_s")}
     print("  ".join(f"{k} {_metric(v)}" for k, v in shown.items()))
