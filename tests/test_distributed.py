@@ -159,7 +159,8 @@ def test_featdrop_train_under_torchrun_writes_one_run(tmp_path, data_dir):
     m = json.loads((out / "metrics.json").read_text())
     assert m["processes"] == 2 and m["epochs"] == 2
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in history] == [1, 2] and all("knn_main" in r for r in history)  # the monitor ran
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all("knn_main" in r for r in history)  # rank 0's monitor ran
     one = subprocess.run([sys.executable, "-m", "featdrop", "train",
                           *args(out_dir=tmp_path / "one", data_dir=data_dir)],
                          capture_output=True, text=True, env=env(OMP_NUM_THREADS="2"))
@@ -223,9 +224,9 @@ def test_a_killed_rank_stops_the_run_named_and_the_same_command_resumes_it(tmp_p
 
 
 @pytest.mark.parametrize("nproc,fields,says", [
-    (2, dict(batch_size=31), "'batch_size' = 31 is invalid for 2 processes: the global batch is split evenly; "
-                             "allowed a multiple of 2"),
-    (3, dict(batch_size=2), "'batch_size' = 2 is invalid for 3 processes: each process needs at least one item"),
+    (2, dict(batch_size=31), "'batch_size' = 31 is invalid for 2 processes: the global batch is split "
+                             "evenly; allowed a multiple of 2"),
+    (3, dict(batch_size=2), "'batch_size' = 2 is invalid for 3 processes: each process needs at least one"),
     (2, dict(dist_backend="nccl"), "'dist_backend' = 'nccl' is invalid with device='cpu': NCCL runs on CUDA"),
 ])
 def test_bad_input_is_named_before_training(tmp_path, nproc, fields, says):

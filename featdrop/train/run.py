@@ -107,7 +107,7 @@ def _pretrain_locked(cfg: Config, stop_after: int | None, world: distributed.Wor
         if trainer.cfg.oracles:
             # say: under papermill the minutes of a first oracle training show on the terminal, as epochs do
             trainer.oracles = oracle_store.for_run(trainer.cfg, trainer.data, trainer.device, say=say)
-        trainer.tracker = tracking.make(trainer.cfg)  # after the oracles: a run that never trains logs nothing
+        trainer.tracker = tracking.make(trainer.cfg)  # after the oracles: a run that never trains logs none
 
     world.on_main("loading the label oracles", prepare)
     trainer.fit(stop_after)
