@@ -17,6 +17,7 @@ from typing import Any
 
 from . import device as devmod
 from .data.audio import DEFAULT_NOISE_CLASSES
+from .data.images import DATASETS, DECODES, NATIVE_SIDE
 from .data.records import AUDIO_OVERLAYS, OVERLAYS
 from .errors import ConfigError
 from .losses import OBJECTIVES
@@ -79,6 +80,12 @@ class Config:
     projection_head: bool | None = None
     embedding_dim: int = 128
     # --- data
+    dataset: str = "cifar10"         # the photos: cifar10 | imagefolder (your own images, in data_path)
+    # imagefolder: a folder of class sub-folders, or one holding train/ and val/ of them (docs/running.md)
+    data_path: str | None = None
+    image_size: int | None = None    # the images' side in pixels; None: 32 (cifar10), 64 (imagefolder)
+    decode: str = "auto"             # imagefolder: once (a cached uint8 tensor) | stream (each batch) | auto
+    loader_workers: int | None = None  # imagefolder: decoding workers; None: every core
     subset: int | str | None = None  # training examples: a number, "all", or None (the preset's: quick 5000)
     test_subset: int | str | None = None  # test examples: a number, "all", or None (the preset's: quick 2000)
     overlay_resample: bool = False   # redraw training overlays every epoch (reference: yes)
@@ -186,7 +193,8 @@ def validate(cfg: Config) -> Config:
         raise _bad("seed", cfg.seed, "an integer from 0 to 2**31 − 1")
     choices = dict(overlay=OVERLAYS, views=VIEWS, game=GAMES, preset=PRESET_NAMES, loss=OBJECTIVES,
                    probe=PROBES, tracker=TRACKERS, audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS,
-                   audio_dataset=AUDIO_DATASETS, supervise=SUPERVISE, dist_backend=DIST_BACKENDS)
+                   audio_dataset=AUDIO_DATASETS, supervise=SUPERVISE, dist_backend=DIST_BACKENDS,
+                   dataset=DATASETS, decode=DECODES)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise _bad(name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
@@ -243,8 +251,36 @@ def validate(cfg: Config) -> Config:
     if not isinstance(cfg.num_res_blocks, int) or not 1 <= cfg.num_res_blocks <= 5:
         raise _bad("num_res_blocks", cfg.num_res_blocks, "an integer from 1 to 5")
     devmod.check(cfg.device, field="config field 'device'")
+    _check_images(cfg)
     _check_supervision(cfg)
     return cfg
+
+
+def _check_images(cfg: Config) -> None:
+    """The photos' fields: a folder only with dataset=imagefolder; a size the views and the overlay use."""
+    record = OVERLAYS[cfg.overlay]
+    if record.modality == "audio":
+        for name in ("image_size", "data_path"):
+            if getattr(cfg, name) is not None:
+                raise _bad(name, getattr(cfg, name), f"None for overlay={cfg.overlay!r} (spoken digits)")
+        if cfg.dataset != "cifar10":
+            raise _bad("dataset", cfg.dataset, f"'cifar10' (the default) for overlay={cfg.overlay!r}; its "
+                       f"recordings are chosen by audio_dataset")
+        return
+    if cfg.dataset == "imagefolder" and not cfg.data_path:
+        raise _bad("data_path", cfg.data_path, "the folder of your images (<data_path>/<class>/<image>) with "
+                   "dataset='imagefolder'")
+    if cfg.dataset == "cifar10" and cfg.data_path is not None:
+        raise _bad("data_path", cfg.data_path, "None with dataset='cifar10' (its files are found in "
+                   "data_dir); set dataset='imagefolder' to read your own images")
+    s = cfg.image_size
+    if s is not None and (s % 4 or not max(16, record.min_side) <= s <= 1024):
+        raise _bad("image_size", s, f"a multiple of 4 from {max(16, record.min_side)} to 1024 for "
+                   f"overlay={cfg.overlay!r} (the viewmaker halves the side twice"
+                   + (f"; the {cfg.overlay} overlay is illegible below {record.min_side} px)"
+                      if record.min_side > 16 else ")"))
+    if cfg.loader_workers is not None and cfg.loader_workers < 0:
+        raise _bad("loader_workers", cfg.loader_workers, "0 (decode in this process) or more, or None")
 
 
 def _check_supervision(cfg: Config) -> None:
@@ -257,9 +293,9 @@ def _check_supervision(cfg: Config) -> None:
     if cfg.supervise is not None and not OBJECTIVES[cfg.loss].supervised:
         raise ConfigError(f"config field 'supervise' = {cfg.supervise!r} needs a supervised loss, but loss = "
                           f"{cfg.loss!r}: set loss to one of {', '.join(supervised)}, or supervise=None")
-    if cfg.supervise == "coarse" and cfg.overlay in AUDIO_OVERLAYS:
+    if cfg.supervise == "coarse" and (cfg.overlay in AUDIO_OVERLAYS or cfg.dataset != "cifar10"):
         raise _bad("supervise", cfg.supervise,
-                   "main or alt for spoken digits (coarse labels exist for CIFAR-10 only)")
+                   "main or alt here (the coarse labels, vehicles and animals, exist for CIFAR-10 only)")
     if cfg.supervise == "alt" and cfg.overlay == "none":
         raise _bad("supervise", cfg.supervise,
                    "coarse or main with overlay='none' (it has no alternate label)")
@@ -284,6 +320,8 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
     preset_values = dict(PRESETS[preset])
     if cfg.overlay in AUDIO_OVERLAYS:
         preset_values.update(AUDIO_PRESETS[preset])
+    if cfg.dataset == "imagefolder":  # a folder is used whole: the presets' subsets are CIFAR-10's
+        preset_values.update(subset="all", test_subset="all")
     for key, val in preset_values.items():
         if values[key] is None:
             values[key] = val
@@ -291,6 +329,8 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
         values["budget"] = OVERLAYS[cfg.overlay].budget
     if values["temperature"] is None:
         values["temperature"] = OBJECTIVES[cfg.loss].temperature
+    if values["image_size"] is None and OVERLAYS[cfg.overlay].modality == "image":
+        values["image_size"] = NATIVE_SIDE[cfg.dataset]
     if values["projection_head"] is None:
         values["projection_head"] = OBJECTIVES[cfg.loss].mlp_head
     if values["data_dir"] is None:

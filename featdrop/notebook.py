@@ -69,7 +69,8 @@ def example_inputs(cfg: Config, n: int = 16):
         fig = plots.spectrograms(data.test, n)
     else:
         t = data.test
-        fig = plots.gallery(t.images[:n], t.labels[:n], t.alt_labels[:n], cfg.overlay, rows=2, cols=n // 2)
+        fig = plots.gallery(t.images[:n], t.labels[:n], t.alt_labels[:n], cfg.overlay, rows=2, cols=n // 2,
+                            class_names=data.class_names)
     return _save(fig, cfg, "inputs")
 
 

@@ -49,6 +49,7 @@ class Overlay:
     budget: float = 0.05               # the viewmaker's default ε with this overlay (feature_dropout.md §1.4)
     budget_max: float = 1.0            # largest meaningful ε: image pixels live in [0, 1]
     copies: int = 1                    # copies of the overlay per image; 4: one per quadrant (digits, letters)
+    min_side: int = 16                 # the smallest image_size (px) at which the overlay is still legible
     main_names: tuple[str, ...] = CIFAR10_CLASSES  # the main label's classes
 
     def alt_class_names(self, noise_classes: str | None = None) -> tuple[str, ...]:
@@ -88,6 +89,7 @@ class Data:
     test: Split
     num_classes: int
     num_alt_classes: int
+    class_names: tuple[str, ...] | None = None  # the main label's classes (None: the overlay record's)
 
 
 # ---------------------------------------------------------------------------- the cache of decoded data

@@ -41,8 +41,8 @@ LETTER_RANGES = (((0, 6), (0, 6)), ((16, 21), (0, 6)), ((0, 6), (16, 21)), ((16,
 RECORDS = (
     Overlay("none", "image", alt_names=("–",)),
     Overlay("shapes", "image", alt_names=SHAPES),
-    Overlay("digits", "image", alt_names=DIGIT_NAMES, size_max=1.9, copies=4),
-    Overlay("letters", "image", alt_names=LETTERS, size_max=1.0, budget=0.1, copies=4),
+    Overlay("digits", "image", alt_names=DIGIT_NAMES, size_max=1.9, copies=4, min_side=32),
+    Overlay("letters", "image", alt_names=LETTERS, size_max=1.0, budget=0.1, copies=4, min_side=32),
 )
 OVERLAY_NAMES = tuple(r.name for r in RECORDS)
 
@@ -115,38 +115,104 @@ def resize_digits(digits: torch.Tensor, size: int = DIGIT_SIZE) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ compositing
+def _resample(plane: torch.Tensor, side: int) -> torch.Tensor:
+    """A (n, c, 32, 32) plane drawn at the reference geometry, bilinear to (n, c, side, side): every overlay
+    keeps its share of the image at any image_size (antialiased when it shrinks)."""
+    if plane.shape[-1] == side or plane.shape[-1] == 1:
+        return plane
+    return F.interpolate(plane, size=(side, side), mode="bilinear", align_corners=False,
+                         antialias=side < plane.shape[-1]).clamp_(0, None)
+
+
 def _composite(images: torch.Tensor, paint, chunk: int = 1024,
                masks: torch.Tensor | None = None) -> torch.Tensor:
-    """Alpha-blend a per-image overlay onto uint8 ``images (N, 3, H, W)``.
+    """Alpha-blend a per-image overlay onto uint8 ``images (N, 3, S, S)``.
 
-    ``paint(sl)`` returns ``(colour, alpha)`` for the images ``sl``: colour (n,3,H,W) or (n,3,1,1)
-    in 0..255 and alpha (n,1,H,W) in [0,1]. Working in chunks keeps every temporary in cache: the
-    blend is memory-bound, and this is several times faster on a CPU than whole-tensor floats.
-    ``masks`` (bool (N, H, W)), when given, receives the overlay's pixels (alpha > 0).
+    ``paint(sl)`` returns ``(colour, alpha)`` for the images ``sl`` at the reference 32 × 32 geometry: colour
+    (n,3,32,32) or (n,3,1,1) in 0..255 and alpha (n,1,32,32) in [0,1]; at another side S both are resampled
+    to S. Working in chunks keeps every temporary in cache: the blend is memory-bound, and this is several
+    times faster on a CPU than whole-tensor floats. ``masks`` (bool (N, S, S)), when given, receives the
+    overlay's pixels (alpha > 0).
     """
-    out = torch.empty_like(images)
+    out, side = torch.empty_like(images), images.shape[-1]
     for i in range(0, len(images), chunk):
         sl = slice(i, i + chunk)
         colour, alpha = paint(sl)
-        if masks is not None:
-            masks[sl] = alpha[:, 0] > 0
+        if masks is not None:  # the overlay's pixels at the reference geometry, nearest to S: the same share
+            drawn = (alpha > 0).float()
+            masks[sl] = (drawn if side == drawn.shape[-1] else F.interpolate(drawn, size=(side, side)))[:, 0] > 0
+        colour, alpha = _resample(colour, side), _resample(alpha, side).clamp_(max=1)
         x = images[sl].float()
         out[sl] = x.add_((colour - x).mul_(alpha)).round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
+def sample(name: str, n: int, generator: torch.Generator, digit_labels: torch.Tensor | None = None) -> dict:
+    """Every random choice of overlay ``name`` for n images, one row per image: the labels, and the colours,
+    digits or letter positions (``composite`` paints them). Drawn once, they can be painted on any batch of
+    those images (rows ``idx``: ``take(params, idx)``), which a streamed data set does."""
+    if name == "none":
+        return {"labels": torch.zeros(n, dtype=torch.int64)}
+    if name == "shapes":
+        labels, rgb = sample_shapes(n, generator)
+        return {"labels": labels, "rgb": rgb}
+    if name == "letters":
+        labels, rgb, offsets = sample_letters(n, generator)
+        return {"labels": labels, "rgb": rgb, "offsets": torch.stack([torch.stack(o, 1) for o in offsets], 1)}
+    if digit_labels is None:
+        raise ConfigError("overlay='digits' needs an MNIST pool: pass digits= and digit_labels=")
+    labels, chosen = sample_digits(n, generator, digit_labels)
+    return {"labels": labels, "chosen": chosen}
+
+
+def take(params: dict, idx) -> dict:
+    """The rows ``idx`` of every parameter."""
+    return {k: v[idx.cpu() if torch.is_tensor(idx) else idx] for k, v in params.items()}
+
+
+def composite(name: str, images: torch.Tensor, params: dict, *, size: float = 1.0, opacity: float = 1.0,
+              digits: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """Paint overlay ``name`` with the parameters ``params`` (from ``sample``, one row per image) onto uint8
+    ``images (N, 3, S, S)``."""
+    dev = images.device
+    if name == "none":
+        return images
+    lab = params["labels"].to(dev)
+    if name == "shapes":
+        colour = params["rgb"].to(dev).float()[:, :, None, None]
+        alpha = shape_masks(size).to(dev)[:, None] * (SHAPE_ALPHA * opacity)  # (3, 1, 32, 32)
+        return _composite(images, lambda sl: (colour[sl], alpha[lab[sl]]), masks=masks)
+    if name == "letters":
+        colour = params["rgb"].to(dev).float()[:, :, None, None]
+        offsets = params["offsets"].to(dev)                                   # (N, 4 quadrants, (dx, dy))
+        tables = [t.to(dev) for t in letter_tables(size)]
+
+        def paint(sl):
+            clear = None  # Π (1 − coverage) over the four copies, as Pillow's repeated draws give
+            for q, table in enumerate(tables):
+                keep = 1 - table[lab[sl], offsets[sl, q, 1], offsets[sl, q, 0]]  # (n, 32, 32)
+                clear = keep if clear is None else clear.mul_(keep)
+            return colour[sl], (1 - clear)[:, None] * opacity
+
+        return _composite(images, paint, masks=masks)
+    s = max(1, round(DIGIT_SIZE * size))
+    small = resize_digits(digits, s).to(dev).float()  # (M, s, s): resize the pool once
+    chosen = params["chosen"].to(dev)
+
+    def paint(sl):
+        grey = torch.zeros(len(chosen[sl]), IMAGE_SIZE, IMAGE_SIZE, device=dev)
+        for cy in DIGIT_CENTRES:
+            for cx in DIGIT_CENTRES:
+                grey[:, cy - s // 2: cy - s // 2 + s, cx - s // 2: cx - s // 2 + s] = small[chosen[sl]]
+        # Pixels exactly 0 are transparent, all others opaque grey (reference).
+        return grey[:, None], (grey[:, None] > 0).float() * opacity
+
+    return _composite(images, paint, masks=masks)
+
+
 def sample_shapes(n, generator):
     """Shape class (N,) and RGB colour (N, 3) in 0..255."""
     return balanced_labels(n, 3, generator), torch.randint(0, 256, (n, 3), generator=generator)
-
-
-def add_shapes(images, generator, size=1.0, opacity=1.0, masks=None):
-    n, dev = len(images), images.device
-    labels, rgb = sample_shapes(n, generator)
-    colour = rgb.to(dev).float()[:, :, None, None]
-    alpha = shape_masks(size).to(dev)[:, None] * (SHAPE_ALPHA * opacity)  # (3, 1, 32, 32)
-    lab = labels.to(dev)
-    return _composite(images, lambda sl: (colour[sl], alpha[lab[sl]]), masks=masks), labels
 
 
 def sample_digits(n, generator, digit_labels):
@@ -158,25 +224,6 @@ def sample_digits(n, generator, digit_labels):
         raise ConfigError(f"the MNIST pool lacks digits {torch.nonzero(counts == 0).flatten().tolist()}")
     rank = (torch.rand(n, generator=generator) * counts[labels]).long()  # uniform within the class
     return labels, torch.cat(pool)[(torch.cumsum(counts, 0) - counts)[labels] + rank]
-
-
-def add_digits(images, generator, digits, digit_labels, size=1.0, opacity=1.0, masks=None):
-    """Paste one digit from the pool ``digits`` (uint8 (M, 28, 28)) four times on each image."""
-    n, dev = len(images), images.device
-    labels, chosen = sample_digits(n, generator, digit_labels)
-    s = max(1, round(DIGIT_SIZE * size))
-    small = resize_digits(digits, s).to(dev).float()  # (M, s, s): resize the pool once
-    chosen = chosen.to(dev)
-
-    def paint(sl):
-        grey = torch.zeros(len(chosen[sl]), IMAGE_SIZE, IMAGE_SIZE, device=dev)
-        for cy in DIGIT_CENTRES:
-            for cx in DIGIT_CENTRES:
-                grey[:, cy - s // 2: cy - s // 2 + s, cx - s // 2: cx - s // 2 + s] = small[chosen[sl]]
-        # Pixels exactly 0 are transparent, all others opaque grey (reference).
-        return grey[:, None], (grey[:, None] > 0).float() * opacity
-
-    return _composite(images, paint, masks=masks), labels
 
 
 @lru_cache(maxsize=None)
@@ -202,37 +249,42 @@ def sample_letters(n, generator):
     return labels, rgb, offsets
 
 
+def add_shapes(images, generator, size=1.0, opacity=1.0, masks=None):
+    params = sample("shapes", len(images), generator)
+    return composite("shapes", images, params, size=size, opacity=opacity, masks=masks), params["labels"]
+
+
+def add_digits(images, generator, digits, digit_labels, size=1.0, opacity=1.0, masks=None):
+    """Paste one digit from the pool ``digits`` (uint8 (M, 28, 28)) four times on each image."""
+    params = sample("digits", len(images), generator, digit_labels)
+    return (composite("digits", images, params, size=size, opacity=opacity, digits=digits, masks=masks),
+            params["labels"])
+
+
 def add_letters(images, generator, size=1.0, opacity=1.0, masks=None):
-    n, dev = len(images), images.device
-    labels, rgb, offsets = sample_letters(n, generator)
-    colour = rgb.to(dev).float()[:, :, None, None]
-    offsets = [(dx.to(dev), dy.to(dev)) for dx, dy in offsets]
-    tables = [t.to(dev) for t in letter_tables(size)]
-    lab = labels.to(dev)
+    params = sample("letters", len(images), generator)
+    return composite("letters", images, params, size=size, opacity=opacity, masks=masks), params["labels"]
 
-    def paint(sl):
-        clear = None  # Π (1 − coverage) over the four copies, as Pillow's repeated draws give
-        for table, (dx, dy) in zip(tables, offsets):
-            keep = 1 - table[lab[sl], dy[sl], dx[sl]]  # (n, 32, 32)
-            clear = keep if clear is None else clear.mul_(keep)
-        return colour[sl], (1 - clear)[:, None] * opacity
 
-    return _composite(images, paint, masks=masks), labels
+MIN_SIDE = 16  # the smallest image side: the viewmaker halves it twice; overlays keep their share above it
 
 
 def apply(name: str, images: torch.Tensor, generator: torch.Generator, *, size: float = 1.0,
           opacity: float = 1.0, digits: torch.Tensor | None = None, digit_labels: torch.Tensor | None = None,
           with_masks: bool = False):
-    """Composite overlay ``name`` onto uint8 ``images (N, 3, 32, 32)``; returns (images, alt_labels), and
-    with ``with_masks`` also the overlay's pixels, bool (N, 32, 32) (where its alpha is above 0).
+    """Composite overlay ``name`` onto uint8 ``images (N, 3, S, S)``; returns (images, alt_labels), and
+    with ``with_masks`` also the overlay's pixels, bool (N, S, S) (where its alpha is above 0). The overlay is
+    drawn at the reference geometry of a 32 × 32 image and scaled to S.
 
     The generator lives on the CPU; ``images`` may be on any device and the result stays there.
     """
     check_name(name)
-    if (images.dtype != torch.uint8 or images.dim() != 4
-            or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE)):
-        raise ConfigError(f"images must be uint8 (N, 3, 32, 32), got {images.dtype} {tuple(images.shape)}")
-    masks = torch.zeros(len(images), IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool, device=images.device)
+    if (images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3
+            or images.shape[2] != images.shape[3] or images.shape[-1] < MIN_SIDE):
+        raise ConfigError(f"images must be uint8 (N, 3, S, S) with S >= {MIN_SIDE}, got {images.dtype} "
+                          f"{tuple(images.shape)}")
+    side = images.shape[-1]
+    masks = torch.zeros(len(images), side, side, dtype=torch.bool, device=images.device)
     if name == "none":
         out, labels = images, torch.zeros(len(images), dtype=torch.int64)
     elif name == "shapes":

@@ -26,7 +26,7 @@ CHECK_ITEMS = 1000  # the test items a shipped reader's recorded check accuracy 
 
 # (overlay, overlay_opacity) of the image readers shipped: alt and main of each, and the plain photos' class
 # reader (any overlay at opacity 0, or overlay none). Size 1 (the reference geometry) throughout.
-CONFIGS = tuple((o, a) for o in ("shapes", "digits", "letters") for a in (1.0, 0.5)) + (("none", 1.0),)
+CONFIGS = (("none", 1.0),) + tuple((o, a) for o in ("shapes", "digits", "letters") for a in (1.0, 0.5))
 
 
 def manifest() -> dict:

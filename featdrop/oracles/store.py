@@ -26,7 +26,7 @@ import torch
 from .. import rundir, runlock
 from ..config import Config
 from ..data import records
-from ..data.images import ImageOverlaySet
+from ..data.images import ImageOverlaySet, Source, class_names
 from ..errors import ConfigError
 from ..views.expert import normalize
 from . import reader as readers
@@ -89,9 +89,11 @@ def data_seed(cfg: Config) -> int:
 def key(cfg: Config, label: str) -> str:
     """The cache name of a run's ``label`` oracle: everything its training data depends on. Images without a
     visible overlay are the plain photos whatever the overlay, size or seed: one oracle serves them all."""
-    if records.get(cfg.overlay).modality == "image" and not visible(cfg):
-        return f"plain-{label}-{steps_for(cfg, label)}steps-v{VERSION}"
-    parts = [cfg.overlay, label, f"opacity{cfg.overlay_opacity:g}", f"size{cfg.overlay_size:g}",
+    image = records.get(cfg.overlay).modality == "image"
+    photos = Source.of(cfg).tag() if image else ""  # '' for CIFAR-10 at 32 px; else the data set and size
+    if image and not visible(cfg):
+        return f"{photos}plain-{label}-{steps_for(cfg, label)}steps-v{VERSION}"
+    parts = [photos + cfg.overlay, label, f"opacity{cfg.overlay_opacity:g}", f"size{cfg.overlay_size:g}",
              f"seed{data_seed(cfg)}"]
     if records.get(cfg.overlay).modality == "audio":
         parts += [cfg.audio_dataset, cfg.noise_classes.replace(",", "+"), f"vol{cfg.noise_volume:g}",
@@ -210,7 +212,8 @@ def _oracle(blob: dict, device) -> Oracle:
 # ---------------------------------------------------------------------------- training and test sets
 def _image_split(cfg: Config, split: str, device):
     return ImageOverlaySet(cfg.overlay, split, cfg.data_dir, seed=data_seed(cfg), size=cfg.overlay_size,
-                           opacity=cfg.overlay_opacity, download=cfg.download, device=device).draw(0)
+                           opacity=cfg.overlay_opacity, download=cfg.download, device=device,
+                           source=Source.of(cfg)).draw(0)
 
 
 def test_set(cfg: Config, label: str, data, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,7 +248,7 @@ def train(cfg: Config, label: str, data, device, steps: int, say=print) -> dict:
             return readers.image_views(tr.images[idx], g, None if masks is None else masks[idx],
                                        record.copies, near_full=near), y_tr[idx]
 
-        in_channels, side = 3, 32
+        in_channels, side = 3, cfg.image_size
     else:
         tr, m = data.train.draw(0), data.modality
         clean_tr = m.clean(tr.images)
@@ -256,7 +259,8 @@ def train(cfg: Config, label: str, data, device, steps: int, say=print) -> dict:
             return readers.audio_views(clean_tr[idx], g), y_tr[idx]
 
         in_channels, side = 1, 64
-    k = record.num_alt_classes(cfg.noise_classes) if label == "alt" else len(record.main_names)
+    mains = class_names(Source.of(cfg)) if record.modality == "image" else record.main_names
+    k = record.num_alt_classes(cfg.noise_classes) if label == "alt" else len(mains)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 17)
         reader = readers.Reader(in_channels, k, side).to(device)

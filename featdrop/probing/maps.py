@@ -15,6 +15,7 @@ import torch
 
 from .. import config as cfgmod
 from ..data import records
+from ..data.images import Source, class_names
 from ..errors import DataNotFoundError
 from ..train import checkpoint
 from ..views import modality
@@ -36,7 +37,8 @@ class MapRun:
         self.labels = {k: saved[f"labels_{k}"] for k in ("main", "alt") if f"labels_{k}" in saved}
         self.cfg = checkpoint.run_config(run_dir, device="cpu", progress=False)
         record = records.get(self.cfg.overlay)
-        self.names = {"main": record.main_names, "alt": record.alt_class_names(self.cfg.noise_classes)}
+        main = class_names(Source.of(self.cfg)) if record.modality == "image" else record.main_names
+        self.names = {"main": main, "alt": record.alt_class_names(self.cfg.noise_classes)}
         self._images = None
 
     @property

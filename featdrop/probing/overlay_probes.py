@@ -15,8 +15,7 @@ import torch.nn as nn
 from .. import config as cfgmod
 from .. import device as devmod
 from .. import probe as probemod
-from ..data.base import coarse_labels
-from ..data.images import ImageOverlaySet
+from ..data.images import ImageOverlaySet, Source
 from ..data.records import IMAGE_OVERLAYS
 from ..data.records import OVERLAYS as RECORDS
 from ..errors import SpecError
@@ -55,16 +54,19 @@ class Features(nn.Module):
 
 
 # --------------------------------------------------------------------------------------- report
-def _check(overlays, subset, test_subset, probe, seed):
+def _check(overlays, subset, test_subset, probe, seed, source: Source = Source()):
     if not overlays:
         raise SpecError(f"overlays={overlays!r} is invalid: allowed one or more of {', '.join(OVERLAYS)}")
     for name in overlays:
         if name not in OVERLAYS:
             raise SpecError(f"overlays: {name!r} is invalid: allowed {', '.join(OVERLAYS)}")
-    for name, value, most in (("subset", subset, 50_000), ("test_subset", test_subset, 10_000)):
+    # CIFAR-10's split sizes; a folder's are checked as it loads (featdrop.data.images.check_subset)
+    bounds = (50_000, 10_000) if source.dataset == "cifar10" else (float("inf"),) * 2
+    for name, value, most in (("subset", subset, bounds[0]), ("test_subset", test_subset, bounds[1])):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or not 0 < value <= most):
-            raise SpecError(f"{name}={value!r} is invalid: allowed an integer from 1 to {most} or None (all)")
+            allowed = f"an integer from 1 to {most}" if most != float("inf") else "a positive integer"
+            raise SpecError(f"{name}={value!r} is invalid: allowed {allowed} or None (all)")
     if probe not in cfgmod.PROBES:
         raise SpecError(f"probe={probe!r} is invalid: allowed {', '.join(cfgmod.PROBES)}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -72,7 +74,8 @@ def _check(overlays, subset, test_subset, probe, seed):
 
 
 def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_subset=None, probe="fast",
-           device="auto", seed=0, data_dir=None, batch_size=None, probe_epochs=100, done=None, on_row=None):
+           device="auto", seed=0, data_dir=None, batch_size=None, probe_epochs=100, done=None, on_row=None,
+           source: Source = Source()):
     """Probe a frozen encoder under each overlay; returns a DataFrame with one row per overlay.
 
     ``encoder``: an ``nn.Module`` or callable mapping float (B, 3, 32, 32) in [0, 1] (after ``preprocess``)
@@ -82,12 +85,13 @@ def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_sub
     views of the training images (the reference protocol's augmentation; a foreign encoder has no views
     of its own). ``suppression_*`` need the ``none`` overlay (NaN without it). ``done``: rows of overlays
     finished before (by overlay), reused; ``on_row(row, features)``: called as each overlay finishes, with
-    its test features and labels (for a map), so a caller can print and save as it goes.
+    its test features and labels (for a map), so a caller can print and save as it goes. ``source``: the
+    photos (``featdrop.data.images.Source``: CIFAR-10, or an image folder, at its image size).
     """
     import pandas as pd
 
     overlays = [overlays] if isinstance(overlays, str) else list(overlays)
-    _check(overlays, subset, test_subset, probe, seed)
+    _check(overlays, subset, test_subset, probe, seed, source)
     dev = devmod.resolve(device)
     if isinstance(encoder, str):
         encoder = load_encoder(encoder, str(dev))
@@ -104,7 +108,8 @@ def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_sub
             encoder = encoder.to(memory_format=torch.channels_last)
     batch = batch_size or (1024 if preprocess is None else 512 if dev.type == "cuda" else 64)
     feats = Features(encoder, preprocess, batch, amp)
-    feats(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(dev))  # the output's shape
+    side = source.image_size
+    feats(torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)).to(dev))  # output shape
     data_dir = data_dir or cfgmod.default_data_dir()
     rows = []
     for name in overlays:
@@ -112,7 +117,7 @@ def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_sub
             rows.append(done[name])
             continue
         row, features = _one_overlay(feats, name, dev, data_dir, subset, test_subset, probe, seed,
-                                     probe_epochs)
+                                     probe_epochs, source)
         rows.append(row)
         if on_row is not None:
             on_row(row, features)
@@ -129,12 +134,12 @@ def report(encoder, *, preprocess=None, overlays=OVERLAYS, subset=None, test_sub
     return df
 
 
-def _one_overlay(feats, name, dev, data_dir, subset, test_subset, probe, seed, probe_epochs):
+def _one_overlay(feats, name, dev, data_dir, subset, test_subset, probe, seed, probe_epochs, source):
     """One overlay's row of the report, and (test features, main labels, alt labels) for its map."""
     t0 = time.perf_counter()
-    kw = dict(seed=seed, download=False, device=dev)
-    train = ImageOverlaySet(name, "train", data_dir, subset=subset, **kw).draw(0)
-    test = ImageOverlaySet(name, "test", data_dir, subset=test_subset, **kw).draw(0)
+    kw = dict(seed=seed, download=False, device=dev, source=source)
+    train_set = ImageOverlaySet(name, "train", data_dir, subset=subset, **kw)
+    train, test = train_set.draw(0), ImageOverlaySet(name, "test", data_dir, subset=test_subset, **kw).draw(0)
     ntr, nte = len(train), len(test)
     t1 = time.perf_counter()
     if probe == "fast":  # the same extraction as Trainer.clean_features: batches of 1024, eval mode
@@ -147,10 +152,13 @@ def _one_overlay(feats, name, dev, data_dir, subset, test_subset, probe, seed, p
     devmod.sync(dev)
     t2 = time.perf_counter()
     alt_classes = RECORDS[name].num_alt_classes()
-    labels = {"main": (train.labels, test.labels, 10),
-              "alt": (train.alt_labels, test.alt_labels, alt_classes),
-              "coarse": (coarse_labels(train.labels), coarse_labels(test.labels), 2)}
     row = {"overlay": name, "alt_classes": alt_classes, "feature_dim": dim, "n_train": ntr, "n_test": nte}
+    labels = {"main": (train.labels, test.labels, len(train_set.classes)),
+              "alt": (train.alt_labels, test.alt_labels, alt_classes)}
+    if train.coarse_labels is not None:  # vehicles vs animals: CIFAR-10's
+        labels["coarse"] = (train.coarse_labels, test.coarse_labels, 2)
+    else:
+        row = {**row, "probe_coarse": math.nan, "chance_coarse": math.nan}
     for label, (ytr, yte, k) in labels.items():
         if k < 2:  # overlay "none": one constant alternate label, nothing to probe
             row[f"probe_{label}"] = row[f"chance_{label}"] = math.nan

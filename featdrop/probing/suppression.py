@@ -23,6 +23,7 @@ import torch
 from .. import config as cfgmod
 from .. import device as devmod
 from .. import rundir
+from ..data.images import Source, class_names
 from ..data.records import OVERLAYS as RECORDS
 from ..viz import embedding
 from ..viz.compare import suppression_bars
@@ -43,7 +44,8 @@ def default_settings(encoder: Encoder, device: torch.device, subset=None, test_s
     one for each ("train as given, test the run's own")."""
     run = encoder.run_config
     if run is not None:
-        defaults, source = (run["subset"], run["test_subset"], run["seed"]), "the run's own"
+        defaults = (cfgmod.size(run["subset"]), cfgmod.size(run["test_subset"]), run["seed"])  # "all": None
+        source = "the run's own"
     else:
         n_train, n_test = CUDA_SUBSETS if device.type == "cuda" else CPU_SUBSETS
         defaults, source = (n_train, n_test, 0), f"the {device.type.upper()} default"
@@ -68,7 +70,7 @@ def _finished_before(out: Path, settings: dict) -> dict:
     return {r["overlay"]: r for r in pd.read_csv(out / "suppression.csv").to_dict("records")}
 
 
-def _map(out: Path, row: dict, features, spec: str, seed: int) -> None:
+def _map(out: Path, row: dict, features, spec: str, seed: int, source: Source = Source()) -> None:
     """The overlay's embedding map (embedding_<overlay>.png) and its scores into the row."""
     fte, y_main, y_alt = features
     skipped = embedding.too_few(len(fte), field="--test-subset")
@@ -81,7 +83,7 @@ def _map(out: Path, row: dict, features, spec: str, seed: int) -> None:
     labels = {"main": y_main[idx].cpu().numpy()}
     if record.has_alt_label():
         labels["alt"] = y_alt[idx].cpu().numpy()
-    names = {"main": record.main_names, "alt": record.alt_class_names()}
+    names = {"main": class_names(source), "alt": record.alt_class_names()}
     fig = embedding.figure(points, labels, names, f"{spec}, overlay {row['overlay']}: t-SNE of {len(idx)} "
                                                   f"test images' features")
     rundir.save_figure(fig, out / f"embedding_{row['overlay']}.png")
@@ -89,20 +91,28 @@ def _map(out: Path, row: dict, features, spec: str, seed: int) -> None:
 
 
 def run(spec: str, *, overlays=OVERLAYS, subset=None, test_subset=None, probe="fast", device="auto",
-        seed=None, data_dir=None, out_dir=None, batch_size=None, maps: bool = True):
+        seed=None, data_dir=None, out_dir=None, batch_size=None, maps: bool = True,
+        source: Source | None = None):
     """What the CLI and the notebook do: report, print each overlay's accuracies as soon as they exist and
     write ``out_dir``/suppression.csv as it goes (a report stopped half-way keeps its finished overlays, and
-    the same command skips them), an embedding map per overlay, then the bar chart."""
+    the same command skips them), an embedding map per overlay, then the bar chart. ``source``: the photos
+    (default: a run's own, else CIFAR-10 at 32 px)."""
     import pandas as pd
 
     overlays = [overlays] if isinstance(overlays, str) else list(overlays)
-    _check(overlays, subset, test_subset, probe, 0 if seed is None else seed)
     dev = devmod.resolve(device)
     t0 = time.perf_counter()
     encoder = load_encoder(spec, str(dev), seed=0 if seed is None else seed)
+    if source is None:
+        run_cfg = encoder.run_config or {}
+        source = (Source(run_cfg.get("dataset") or "cifar10", run_cfg.get("data_path"),
+                         run_cfg.get("image_size") or 32) if run_cfg else Source())
+    _check(overlays, subset, test_subset, probe, 0 if seed is None else seed, source)
     (n_train, n_test, seed), why = default_settings(encoder, dev, subset, test_subset, seed)
     out = Path(out_dir or Path("runs") / "suppression" / slug(spec))
-    settings = dict(spec=spec, subset=n_train, test_subset=n_test, seed=seed, probe=probe)
+    settings = dict(spec=spec, subset=n_train, test_subset=n_test, seed=seed, probe=probe,
+                    **({} if source == Source() else {"photos": f"{source.dataset} {source.data_path or ''} "
+                                                                f"{source.image_size}px"}))
     done = {k: v for k, v in _finished_before(out, settings).items() if k in overlays}
     print(f"encoder: {encoder.description}\ndevice {dev}; overlays {', '.join(overlays)}; probe {probe}; "
           f"seed {seed}\n"
@@ -113,7 +123,7 @@ def run(spec: str, *, overlays=OVERLAYS, subset=None, test_subset=None, probe="f
 
     def finished(row, features):  # print, map, and rewrite the CSV after every overlay
         if maps:
-            _map(out, row, features, spec, seed)
+            _map(out, row, features, spec, seed, source)
         rows[row["overlay"]] = row
         shown = "  ".join(f"{k} {row[k]:.3f}" for k in ("probe_main", "probe_alt", "probe_coarse")
                           if row.get(k) == row.get(k))
@@ -125,7 +135,7 @@ def run(spec: str, *, overlays=OVERLAYS, subset=None, test_subset=None, probe="f
 
     table = report(encoder, overlays=overlays, subset=n_train, test_subset=n_test, probe=probe,
                    device=str(dev), seed=seed, data_dir=data_dir, batch_size=batch_size, done=done,
-                   on_row=finished)
+                   on_row=finished, source=source)
     table.attrs.update(spec=spec, total_s=time.perf_counter() - t0, out_dir=str(out))
     rundir.atomic_write_text(out / "suppression.csv", table.to_csv(index=False))
     figure(table)

@@ -23,7 +23,7 @@ from ..views import modality
 
 # Fields that may differ when resuming: they do not change what is computed.
 RESUME_FREE = {"epochs", "progress", "device", "data_dir", "out_dir", "compile", "download", "preset",
-               "oracles", "tracker", "dist_backend"}
+               "oracles", "tracker", "dist_backend", "decode", "loader_workers"}
 
 
 def state(trainer) -> dict:
@@ -164,6 +164,7 @@ def load_encoder(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Mod
     cfg = cfgmod.resolve(run_config(run_dir, device=device))
     kind = modality.record(cfg.overlay)
     encoder = build_encoder(cfg.encoder, kind.in_channels, cfg.embedding_dim, cfg.projection_head,
+                            image_size=cfg.image_size or 32,
                             audio=kind.name == "audio")
     ck = read(Path(run_dir) / "checkpoint.pt", device)
     encoder.load_state_dict(ck["encoder"])

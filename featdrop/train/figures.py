@@ -36,7 +36,8 @@ def inputs(trainer, n: int = 16):
     t, cfg = trainer.data.test, trainer.cfg
     if trainer.data.modality.audio:
         return plots.spectrograms(t, n)
-    return plots.gallery(t.images[:n], t.labels[:n], t.alt_labels[:n], cfg.overlay, rows=2, cols=n // 2)
+    return plots.gallery(t.images[:n], t.labels[:n], t.alt_labels[:n], cfg.overlay, rows=2, cols=n // 2,
+                         class_names=trainer.data.class_names)
 
 
 def views(trainer, n: int = 4, k: int = 3, seed: int = 0):
@@ -62,7 +63,8 @@ def embedding_map(trainer):
     points = embedding.map_2d(features, c.seed)
     record = records.get(c.overlay)
     labels = {"main": t.labels[idx].cpu().numpy()}
-    names = {"main": record.main_names, "alt": record.alt_class_names(c.noise_classes)}
+    names = {"main": trainer.data.class_names or record.main_names,
+             "alt": record.alt_class_names(c.noise_classes)}
     if record.has_alt_label():
         labels["alt"] = t.alt_labels[idx].cpu().numpy()
     title = f"{c.overlay} / {c.views} / {c.loss}, seed {c.seed}: t-SNE of {len(idx)} test images' features"

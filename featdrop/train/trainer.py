@@ -100,7 +100,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # weights from the seed, global RNG untouched
             torch.manual_seed(cfg.seed)
             self.encoder = build_encoder(cfg.encoder, m.in_channels, cfg.embedding_dim, cfg.projection_head,
-                                         audio=m.audio).to(self.device)
+                                         audio=m.audio, image_size=cfg.image_size or 32).to(self.device)
             self.viewmaker = None
             if cfg.views == "viewmaker":
                 self.viewmaker = Viewmaker(m.in_channels, cfg.budget, cfg.num_res_blocks, cfg.viewmaker_width,
@@ -114,7 +114,8 @@ class Trainer:
             if objective.ce_head or cfg.ce_weight:
                 aux["ce"] = nn.Linear(self.encoder.feature_dim, n_sup)
             if objective.decoder:
-                aux["decoder"] = Decoder(self.encoder.feature_dim, m.in_channels, size=64 if m.audio else 32)
+                aux["decoder"] = Decoder(self.encoder.feature_dim, m.in_channels,
+                                         size=64 if m.audio else cfg.image_size)
         self.aux = nn.ModuleDict(aux).to(self.device)
         self.moco = None  # MoCo's key encoder and queue (featdrop.moco), for a queue objective
         if objective.queue:

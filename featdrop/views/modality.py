@@ -19,7 +19,7 @@ from ..config import Config, size
 from ..data import audio as audio_data
 from ..data import records
 from ..data.base import Data
-from ..data.images import ImageOverlaySet
+from ..data.images import ImageOverlaySet, Source
 from ..errors import ConfigError
 from . import expert
 from .audio import LogMel, spectral_view, waveform_view
@@ -41,15 +41,18 @@ class Modality:
     logmel: LogMel | None = None  # audio: the feature extractor with the training μ, σ (inversion, plots)
 
 
-def image_modality() -> Modality:
+def image_modality(blur_p: float = 0.5) -> Modality:
+    """Images: uint8 photos. ``blur_p``: the expert views' blur probability (0.5: the reference's CIFAR-10
+    recipe, and SimCLR/MoCo-v2's at 96 px and above; 0: SimCLR's recipe for small images of a folder)."""
     def base(raw):
         return raw.float() / 255
 
     return Modality(
         in_channels=3,
         clean=lambda raw: expert.normalize(base(raw)),
-        expert=lambda raw, g: expert.expert_views(raw.float(), g, in_scale=1 / 255, normalized=True),
-        expert_base=lambda raw, g: expert.expert_views(raw.float(), g, in_scale=1 / 255),
+        expert=lambda raw, g: expert.expert_views(raw.float(), g, in_scale=1 / 255, normalized=True,
+                                                  blur_p=blur_p),
+        expert_base=lambda raw, g: expert.expert_views(raw.float(), g, in_scale=1 / 255, blur_p=blur_p),
         base=base,
         to_encoder=expert.normalize,
         clamp=(0.0, 1.0),
@@ -84,12 +87,17 @@ def audio_modality(logmel: LogMel, audio_views: str, two_per_item: bool) -> Moda
 
 
 # ---------------------------------------------------------------------------- loading, per modality
+BLUR_FROM = 96  # px: an image folder's expert views blur from this size up (SimCLR, MoCo-v2); CIFAR-10 always
+
+
 def _load_images(cfg: Config, device: torch.device) -> Data:
     kw = dict(seed=cfg.seed, size=cfg.overlay_size, opacity=cfg.overlay_opacity, download=cfg.download,
-              device=device)
+              device=device, source=Source.of(cfg))
     train = ImageOverlaySet(cfg.overlay, "train", cfg.data_dir, subset=size(cfg.subset), **kw)
     test = ImageOverlaySet(cfg.overlay, "test", cfg.data_dir, subset=size(cfg.test_subset), **kw).draw(0)
-    return Data(image_modality(), train, test, 10, records.get(cfg.overlay).num_alt_classes())
+    blur = 0.5 if cfg.dataset == "cifar10" or cfg.image_size >= BLUR_FROM else 0.0
+    alt = records.get(cfg.overlay).num_alt_classes()
+    return Data(image_modality(blur), train, test, len(train.classes), alt, class_names=train.classes)
 
 
 def _load_audio(cfg: Config, device: torch.device) -> Data:

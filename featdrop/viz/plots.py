@@ -19,10 +19,11 @@ def _to_hwc(img: torch.Tensor) -> np.ndarray:
 
 
 def gallery(images: torch.Tensor, labels: torch.Tensor, alt_labels: torch.Tensor, overlay: str,
-            rows: int = 4, cols: int = 8):
-    """Grid of examples, each titled with its main label and its alternate (overlay) label."""
+            rows: int = 4, cols: int = 8, class_names: tuple | None = None):
+    """Grid of examples, each titled with its main label and its alternate (overlay) label. ``class_names``:
+    the main label's (default: the overlay record's, CIFAR-10's for images)."""
     record = records.get(overlay)
-    main_names, alt_names = record.main_names, record.alt_class_names()
+    main_names, alt_names = class_names or record.main_names, record.alt_class_names()
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 2.0 * rows + 0.4))
     for i, ax in enumerate(np.asarray(axes).flat):
         ax.axis("off")
