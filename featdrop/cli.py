@@ -27,6 +27,8 @@ COMMANDS = {
     "gallery": ("featdrop.viz.gallery", "draw each overlay on test images, titled with both labels"),
     "oracles": ("featdrop.oracles.command",
                 "list, train and check the label oracles (the readers shipped and those cached)"),
+    "imagenet100": ("featdrop.data.imagenet100",
+                    "build ImageNet-100 (the IFM code's 100 classes) from your ImageNet, by links"),
 }
 BENCHES = {"overlays": "featdrop.bench.overlays", "train": "featdrop.bench.train"}
 USAGE = "usage: featdrop [--help] COMMAND [ARGS ...]   (featdrop COMMAND --help: its options and an example)"

@@ -26,7 +26,8 @@ VIEWS = ("expert", "viewmaker")
 GAMES = ("alternating", "simultaneous")
 DIST_BACKENDS = ("auto", "nccl", "gloo")
 TRACKERS = (None, "tensorboard", "wandb")
-PRESET_NAMES = ("auto", "quick", "paper")
+LR_SCHEDULES = (None, "constant", "cosine")
+PRESET_NAMES = ("auto", "quick", "paper", "imagenet100")
 SUPERVISE = (None, "coarse", "main", "alt")
 ENCODERS = ("resnet18", "resnet50", "convnet")
 PROBES = ("fast", "reference")
@@ -45,6 +46,7 @@ class Config:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None          # encoder SGD learning rate
+    lr_schedule: str | None = None   # constant (the reference) | cosine (MoCo-v2, per epoch); None: preset
     momentum: float = 0.9
     weight_decay: float = 1e-4
     viewmaker_lr: float = 1e-3       # viewmaker Adam learning rate
@@ -124,10 +126,16 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference hyperparameters (feature_dropout.md §2.3): ResNet-18, 200 epochs, full data.
     "paper": dict(epochs=200, batch_size=256, lr=0.03, encoder="resnet18", viewmaker_width=32,
-                  probe_epochs=100, moco_queue=4096),
+                  probe_epochs=100, moco_queue=4096, lr_schedule="constant"),
     # Small ConvNet on a subset: pretraining + both probes in ≤ 10 min on a 2-core CPU.
     "quick": dict(epochs=10, batch_size=256, lr=0.03, encoder="convnet", viewmaker_width=16, subset=5000,
-                  test_subset=2000, probe_epochs=100, moco_queue=2048),
+                  test_subset=2000, probe_epochs=100, moco_queue=2048, lr_schedule="constant"),
+    # IFM's ImageNet-100 command line (main_moco.py: ResNet-50, batch 512, lr 0.8 cosine, 200 epochs,
+    # MoCo-v2's K 65536 and the MLP head, m 0.99, τ 0.2 from loss=moco|moco_ifm) at 224 px, for several GPUs
+    # under torchrun: docs/running.md. Give loss=moco_ifm (ε ifm_epsilon=0.1) or loss=moco,
+    # dataset=imagefolder and data_path (featdrop imagenet100 builds the folder).
+    "imagenet100": dict(epochs=200, batch_size=512, lr=0.8, lr_schedule="cosine", encoder="resnet50",
+                        image_size=224, viewmaker_width=32, probe_epochs=100, moco_queue=65536),
 }
 # Overrides for the audio study (overlay="noise"), applied before PRESETS.
 AUDIO_PRESETS: dict[str, dict[str, Any]] = {
@@ -194,7 +202,7 @@ def validate(cfg: Config) -> Config:
     choices = dict(overlay=OVERLAYS, views=VIEWS, game=GAMES, preset=PRESET_NAMES, loss=OBJECTIVES,
                    probe=PROBES, tracker=TRACKERS, audio_views=AUDIO_VIEWS, noise_draw=NOISE_DRAWS,
                    audio_dataset=AUDIO_DATASETS, supervise=SUPERVISE, dist_backend=DIST_BACKENDS,
-                   dataset=DATASETS, decode=DECODES)
+                   dataset=DATASETS, decode=DECODES, lr_schedule=LR_SCHEDULES)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise _bad(name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
@@ -319,7 +327,8 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
     values["preset"] = preset
     preset_values = dict(PRESETS[preset])
     if cfg.overlay in AUDIO_OVERLAYS:
-        preset_values.update(AUDIO_PRESETS[preset])
+        preset_values.update(AUDIO_PRESETS.get(preset, {}))
+        preset_values.pop("image_size", None)  # log-mels are 64 × 64
     if cfg.dataset == "imagefolder":  # a folder is used whole: the presets' subsets are CIFAR-10's
         preset_values.update(subset="all", test_subset="all")
     for key, val in preset_values.items():

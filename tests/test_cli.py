@@ -14,7 +14,8 @@ from featdrop.probing import explorer
 from featdrop.views import modality
 from featdrop.views.modality import image_modality
 
-SUBCOMMANDS = ("train", "grid", "report", "reprobe", "suppression", "bench", "gallery", "oracles")
+SUBCOMMANDS = ("train", "grid", "report", "reprobe", "suppression", "bench", "gallery", "oracles",
+               "imagenet100")
 
 
 def test_help_lists_every_subcommand_before_torch_is_imported():
@@ -33,7 +34,8 @@ def test_python_dash_m_featdrop_is_the_same_command():
 
 
 @pytest.mark.parametrize("argv", [["train"], ["grid"], ["report"], ["reprobe"], ["suppression"], ["gallery"],
-                                  ["bench", "train"], ["bench", "overlays"], ["oracles"]])
+                                  ["bench", "train"], ["bench", "overlays"], ["oracles"],
+                                  ["imagenet100"]])
 def test_every_subcommand_help_gives_an_example(argv, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([*argv, "--help"])

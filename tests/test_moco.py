@@ -123,3 +123,17 @@ def test_a_moco_run_resumes_exactly(tmp_path, data_dir):
         untimed(rundir.read_history(tmp_path / "full" / "history.jsonl"))
     ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
     assert ck["moco"]["queue"].shape == (96, 128) and int(ck["moco"]["steps"]) == 2 * (256 // 32)
+
+
+@needs_cifar
+def test_the_cosine_schedule_of_moco_v2_per_epoch(tmp_path, data_dir):
+    kw = dict(TINY, loss="moco", lr_schedule="cosine", epochs=3, lr=0.1, data_dir=data_dir)
+    train.pretrain(out_dir=str(tmp_path / "run"), **kw)
+    lrs = [r["lr"] for r in rundir.read_history(tmp_path / "run" / "history.jsonl")]
+    assert lrs == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)])
+    assert config.resolve(config.make(device="cpu")).lr_schedule == "constant"  # the reference's, by default
+    ifm = config.resolve(config.make(device="cpu", preset="imagenet100", loss="moco_ifm",
+                                     dataset="imagefolder", data_path="/somewhere", overlay="none"))
+    assert (ifm.lr_schedule, ifm.lr, ifm.batch_size, ifm.epochs, ifm.encoder, ifm.image_size, ifm.moco_queue,
+            ifm.moco_momentum, ifm.temperature, ifm.ifm_epsilon, ifm.projection_head) == \
+        ("cosine", 0.8, 512, 200, "resnet50", 224, 65536, 0.99, 0.2, 0.1, True)  # the IFM command line

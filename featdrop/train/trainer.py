@@ -16,6 +16,7 @@ non-finite check is read once, at the end of the epoch, before any checkpoint is
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -289,8 +290,15 @@ class Trainer:
                              len(raw) if n is None else n)
 
     # ------------------------------------------------------------------ epochs
+    def learning_rate(self, epoch: int) -> float:
+        """The encoder's lr in epoch ``epoch`` (from 0): constant, or MoCo-v2's lr·½(1 + cos(π e/E))."""
+        c = self.cfg
+        return c.lr * (0.5 * (1 + math.cos(math.pi * epoch / c.epochs)) if c.lr_schedule == "cosine" else 1.0)
+
     def train_epoch(self, epoch: int) -> dict:
         c, dev = self.cfg, self.device
+        for group in self.opt.param_groups:
+            group["lr"] = self.learning_rate(epoch)
         g = epoch_generator(c.seed, epoch, dev)
         split = self.data.train.draw(epoch if c.overlay_resample else 0)
         sup = self.supervised_labels(split)
