@@ -151,3 +151,15 @@ def test_cifar10_at_another_size_is_resized_once(data_dir):
     assert data.images.shape == (8, 3, 64, 64) and data.masks.shape == (8, 64, 64)
     assert 0.09 < data.masks.float().mean() < 0.13  # the shape keeps its share of the image (0.108 at 32 px)
     assert config.resolve(config.make(device="cpu")).image_size == 32
+
+
+def test_a_streamed_file_that_cannot_be_decoded_is_a_grey_picture_named_once(photos):
+    lst = folder.listing(photos, "train") if "down/cut.jpg" in folder.listing(photos, "train").files else \
+        folder.listing(photos, "test")
+    stream = folder.Streamed(lst, 64, workers=2)
+    cut = lst.files.index("down/cut.jpg")
+    with pytest.warns(UserWarning, match="cut.jpg could not be decoded .* streamed, it is a mid-grey picture"):
+        batch = stream[torch.tensor([cut, 0])]
+    assert (batch[0] == 128).all() and not (batch[1] == 128).all()
+    stream.prefetch(torch.tensor([1, 2]))
+    assert torch.equal(stream[torch.tensor([1, 2])], folder.Streamed(lst, 64, workers=1)[1:3])  # prefetched

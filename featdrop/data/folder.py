@@ -188,6 +188,7 @@ class Streamed:
         self.rows = torch.arange(len(lst.files)) if rows is None else rows  # this view's files, by listing row
         self.workers = workers_default() if workers is None else workers
         self._pool: ThreadPoolExecutor | None = None
+        self._ahead_thread: ThreadPoolExecutor | None = None
         self._ahead: dict[tuple, object] = {}
         self.device = torch.device("cpu")
         self.bad: set = set()  # files that could not be decoded (grey pictures)
@@ -228,10 +229,12 @@ class Streamed:
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
     def prefetch(self, key) -> None:
+        """Start decoding batch ``key`` in the background (one thread that hands the files to the pool: a
+        task of the pool itself waiting for the pool would deadlock it)."""
         rows = self._indices(key)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers)
-        self._ahead[tuple(rows)] = self._pool.submit(self._decode, rows)
+        if self._ahead_thread is None:
+            self._ahead_thread = ThreadPoolExecutor(1)
+        self._ahead[tuple(rows)] = self._ahead_thread.submit(self._decode, rows)
 
     def __getitem__(self, key) -> torch.Tensor:
         rows = self._indices(key)
@@ -239,8 +242,9 @@ class Streamed:
         return ahead.result() if ahead is not None else self._decode(rows)
 
     def __del__(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._ahead_thread, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 def fits_in_memory(n: int, side: int) -> bool:

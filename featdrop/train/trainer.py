@@ -313,8 +313,11 @@ class Trainer:
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not bar_on, leave=False)
         lo, hi = self.world.rows(c.batch_size)  # under torchrun: this process's rows of every global batch
         try:
+            streamed = hasattr(split.images, "prefetch")  # a folder decoded as it trains: the next batch now
             for s in bar:
                 idx = perm[s * c.batch_size:(s + 1) * c.batch_size][lo:hi]
+                if streamed and s + 1 < steps:
+                    split.images.prefetch(perm[(s + 1) * c.batch_size:(s + 2) * c.batch_size][lo:hi])
                 rows = g if self.world.size == 1 else draws.Rows(g, c.batch_size, lo, hi)
                 out = self.step(split.images[idx], rows, None if sup is None else sup[idx])
                 for k, v in out.items():
