@@ -158,7 +158,7 @@ def test_a_streamed_file_that_cannot_be_decoded_is_a_grey_picture_named_once(pho
         folder.listing(photos, "test")
     stream = folder.Streamed(lst, 64, workers=2)
     cut = lst.files.index("down/cut.jpg")
-    with pytest.warns(UserWarning, match="cut.jpg could not be decoded .* streamed, it is a mid-grey picture"):
+    with pytest.warns(UserWarning, match="cut.jpg could not be decoded .* streamed, it is a mid-grey"):
         batch = stream[torch.tensor([cut, 0])]
     assert (batch[0] == 128).all() and not (batch[1] == 128).all()
     stream.prefetch(torch.tensor([1, 2]))
