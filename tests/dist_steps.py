@@ -25,7 +25,8 @@ STEPS, BATCH = int(os.environ.get("DIST_STEPS", 3)), 32
 
 
 def modules(trainer) -> dict:
-    return {"encoder": trainer.encoder, "aux": trainer.aux, "viewmaker": trainer.viewmaker}
+    return {"encoder": trainer.encoder, "aux": trainer.aux, "viewmaker": trainer.viewmaker,
+            "moco": trainer.moco}
 
 
 def state(trainer) -> dict:

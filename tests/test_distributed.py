@@ -3,6 +3,7 @@ every parameter and buffer of a single process with the same global batch (exper
 supervised loss); the comparison would catch the peers' bugs (negatives from the local process only,
 gradients scaled by the world size); per-item randomness; the bad inputs named before training."""
 import json
+import math
 import os
 import socket
 import subprocess
@@ -78,7 +79,7 @@ def parameter_errors(one: dict, two: dict, step: int, adam_noise: bool) -> tuple
     a, b = one["after"][step], two["after"][step]
     scale, errors, skipped = largest_gradient(a), {}, 0
     for k, v in a["state"].items():
-        if not v.is_floating_point():
+        if not v.is_floating_point() or module_of(k) == "moco":
             continue
         keep = torch.ones_like(v, dtype=torch.bool)
         if adam_noise and module_of(k) == "viewmaker" and k in a["grads"]:
@@ -259,3 +260,14 @@ def test_a_rendezvous_that_never_completes_is_named(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "rank 0 of 2: the rendezvous at 127.0.0.1:" in done.stderr and "did not complete within 4 s" in \
         done.stderr and done.stderr.count("\n") == 1
+
+
+def test_moco_under_torchrun_enqueues_the_global_batch(tmp_path):
+    """Each process computes its keys; the queue takes every process's, in rank order, on every process."""
+    fields = dict(views="expert", loss="moco_ifm", moco_queue=64, moco_bn_splits=4)
+    two = steps(tmp_path, fields, 2)
+    queue, ptr = two["after"][3]["state"]["moco.queue"], two["after"][3]["state"]["moco.ptr"]
+    assert int(ptr) == (3 * 32) % 64  # three global batches of 32 keys went in, not three halves
+    assert torch.allclose(queue.norm(dim=1), torch.ones(64), atol=1e-5)
+    assert int(two["after"][3]["state"]["moco.steps"]) == 3 and all(math.isfinite(x) for x in two["losses"])
+    # not equal to one process: each process shuffles its own keys into its BatchNorm groups (featdrop.moco)
