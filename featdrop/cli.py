@@ -23,7 +23,7 @@ COMMANDS = {
                 "probe finished runs again (fast or the paper's protocol; --concat)"),
     "suppression": ("featdrop.probing.suppression",
                     "the suppression report for any encoder (run:, torchvision:, file:)"),
-    "bench": (None, "benchmarks that print figures: featdrop bench overlays | train | loader"),
+    "bench": (None, "benchmarks that print figures: featdrop bench overlays | train | loader | ranks"),
     "gallery": ("featdrop.viz.gallery", "draw each overlay on test images, titled with both labels"),
     "oracles": ("featdrop.oracles.command",
                 "list, train and check the label oracles (the readers shipped and those cached)"),
@@ -31,7 +31,7 @@ COMMANDS = {
                     "build ImageNet-100 (the IFM code's 100 classes) from your ImageNet, by links"),
 }
 BENCHES = {"overlays": "featdrop.bench.overlays", "train": "featdrop.bench.train",
-           "loader": "featdrop.bench.loader"}
+           "loader": "featdrop.bench.loader", "ranks": "featdrop.bench.ranks"}
 USAGE = "usage: featdrop [--help] COMMAND [ARGS ...]   (featdrop COMMAND --help: its options and an example)"
 
 
@@ -53,7 +53,8 @@ def _target(argv: list[str]) -> tuple[str, str, list[str]]:
         raise LookupError("usage: featdrop bench {overlays,train,loader} [--help]\n"
                           "  overlays  compositing time of each overlay over all of CIFAR-10\n"
                           "  train     training throughput, the reference design, concurrent runs\n"
-                          "  loader    decoding a folder of images against the training step")
+                          "  loader    decoding a folder of images against the training step\n"
+                          "  ranks     torchrun processes against one process with their threads")
     if rest[0] not in BENCHES:
         raise ValueError(f"unknown benchmark {rest[0]!r}: allowed {', '.join(BENCHES)}")
     return BENCHES[rest[0]], f"featdrop bench {rest[0]}", rest[1:]

@@ -53,7 +53,8 @@ class Config:
     # τ; None: 0.07 (SimCLR losses, the reference), 0.5 (supcon, spread: Thanos)
     temperature: float | None = None
     # reference (the paper's SimCLR variant: view-1 anchors, self term kept) | simclr (NT-Xent) | ifm;
-    # supervised (need ``supervise``): supcon | spread (SupCon + class-conditional InfoNCE) | ae
+    # supervised (need ``supervise``): supcon | spread (SupCon + class-conditional InfoNCE) | ae | ce (a CE
+    # head alone: the supervised ceiling)
     loss: str = "reference"
     ifm_epsilon: float = 0.1         # IFM ε (cosine units); 0 = plain SimCLR
     ifm_alpha: float = 1.0           # IFM α: L = (L + α·L_ε)/(1+α)

@@ -161,6 +161,8 @@ OBJECTIVES: dict[str, Objective] = {
                         supervised=True, temperature=0.5),
     # CE head + reconstruction, no contrast
     "ae": Objective(None, supervised=True, ce_head=True, decoder=True),
+    # a CE head alone on both views: plain supervised training, the ceiling a probe is measured against
+    "ce": Objective(None, supervised=True, ce_head=True),
     # MoCo-v2 (τ 0.2, MLP head); moco_ifm: with IFM's ε and α (ifm_epsilon, ifm_alpha), as the IFM code
     "moco": Objective(lambda q, k, y, hp, queue: moco(q, k, queue, hp.temperature),
                       temperature=0.2, queue=True, mlp_head=True),

@@ -34,7 +34,8 @@ def test_python_dash_m_featdrop_is_the_same_command():
 
 
 @pytest.mark.parametrize("argv", [["train"], ["grid"], ["report"], ["reprobe"], ["suppression"], ["gallery"],
-                                  ["bench", "train"], ["bench", "overlays"], ["bench", "loader"], ["oracles"],
+                                  ["bench", "train"], ["bench", "overlays"], ["bench", "loader"],
+                                  ["bench", "ranks"], ["oracles"],
                                   ["imagenet100"]])
 def test_every_subcommand_help_gives_an_example(argv, capsys):
     with pytest.raises(SystemExit) as done:
