@@ -1,0 +1,123 @@
+"""The study's training axis (issue 29): suppression and label destruction as training grows, expert and
+viewmaker views at the shape's opacity 0 and 1, at three training lengths (more data and more epochs). Each
+length is a grid of its own (its cells' names are the same, their configs are not):
+
+    featdrop grid --runs-dir runs/study29-axis/L1 overlay=shapes preset=quick views=expert,viewmaker \\
+        game=simultaneous overlay_opacity=1.0,0 seed=0,1,2                               #  48,640 image-steps
+    featdrop grid --runs-dir runs/study29-axis/L2 overlay=shapes preset=quick views=expert,viewmaker \\
+        game=simultaneous overlay_opacity=1.0,0 seed=0,1,2 subset=12500 epochs=13        # 159,744
+    featdrop grid --runs-dir runs/study29-axis/L3 overlay=shapes preset=quick views=expert,viewmaker \\
+        game=simultaneous overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20            # 496,640
+
+then ``python scripts/study_axis.py docs/study_axis.png runs/study29-axis/L1 runs/study29-axis/L2 ...``
+(any run folders; runs are told apart by their image-steps). Image-steps = steps per epoch (drop_last) ×
+batch × epochs: the number of images a run's encoder stepped on. Suppression is paired within a length, views
+and seed: probe(opacity 0) − probe(opacity 1). The paper's regime, for the figure's arrow: 200 epochs of all
+50,000 images at batch 256 (9,984,000 image-steps) and a ResNet-18, which no point here has.
+"""
+from __future__ import annotations
+
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from featdrop import config, rundir
+from featdrop.lab import tables
+
+PAPER_IMAGE_STEPS = 50_000 // 256 * 256 * 200
+PANELS = [("suppression_main", "class suppression, probe (paired)"),
+          ("suppression_knn_main", "class suppression, kNN (paired)"),
+          ("alt_destroyed", "views destroying the shape (oracle)"),
+          ("main_destroyed", "views destroying the class (oracle)")]
+
+
+def image_steps(row) -> int:
+    n = config.size(row["subset"]) or 50_000
+    return n // int(row["batch_size"]) * int(row["batch_size"]) * int(row["epochs"])
+
+
+def load(dirs) -> pd.DataFrame:
+    df = pd.concat([tables.collect(d) for d in dirs], ignore_index=True)
+    df["image_steps"] = df.apply(image_steps, axis=1)
+    # pairing within a length: the control differs only in opacity, same length, views, game, seed
+    df["suppression_main"] = tables.suppression_per_run(df, "probe_main")
+    df["suppression_knn_main"] = tables.suppression_per_run(df, "knn_main")
+    return df
+
+
+def table(df: pd.DataFrame) -> str:
+    rows = ["| views | image-steps (subset × epochs) | n | suppression: class probe (p) | suppression: class "
+            "kNN (p) | probe class | probe shape | alt_destroyed | main_destroyed | wall s |",
+            "|---" * 10 + "|"]
+    for (views, steps), cell in df[df.overlay_opacity > 0].groupby(["views", "image_steps"]):
+        sup = []
+        for metric in ("suppression_main", "suppression_knn_main"):
+            mean, sd, p = tables.paired_stats(cell[metric])
+            sup.append("–" if np.isnan(mean) else f"{mean:+.3f}" + ("" if np.isnan(sd) else f" ± {sd:.3f}")
+                       + ("" if np.isnan(p) else f" (p {p:.2g})"))
+        first = cell.iloc[0]
+        stat = [tables.mean_sd(cell[c])
+                for c in ("probe_main", "probe_alt", "alt_destroyed", "main_destroyed")]
+        rows.append(f"| {views} | {steps:,} ({first['subset']} × {first['epochs']}) | {len(cell)} | "
+                    f"{sup[0]} | {sup[1]} | " + " | ".join(stat) + f" | {tables.mean_sd(cell.wall_s, 0)} |")
+    return "\n".join(rows)
+
+
+def trend(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | None:
+    """Least squares of ``metric`` against log10(image-steps) over the runs of ``views`` (opacity 1): (slope
+    per decade, value predicted at the paper's image-steps); None with fewer than two lengths."""
+    part = df[(df.views == views) & (df.overlay_opacity > 0)].dropna(subset=[metric])
+    if part.image_steps.nunique() < 2:
+        return None
+    slope, intercept = np.polyfit(np.log10(part.image_steps), part[metric], 1)
+    return slope, slope * np.log10(PAPER_IMAGE_STEPS) + intercept
+
+
+def figure(df: pd.DataFrame, path: str):
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.7))
+    for ax, (metric, title) in zip(axes, PANELS):
+        for views, colour in (("expert", "C0"), ("viewmaker", "C3")):
+            part = df[(df.views == views) & (df.overlay_opacity > 0)]
+            if part[metric].isna().all():
+                continue
+            g = part.groupby("image_steps")[metric]
+            x, mean, sd, n = g.mean().index, g.mean().values, g.std().fillna(0).values, g.count().values
+            ax.errorbar(x, mean, yerr=sd, color=colour, marker="o", capsize=3, label=f"{views}")
+            for xi, yi, ni in zip(x, mean, n):
+                ax.annotate(f"n={ni}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            fit = trend(df, metric, views)
+            if fit is not None:
+                xs = np.array([x.min(), PAPER_IMAGE_STEPS])
+                slope, at_paper = fit
+                ys = at_paper + slope * (np.log10(xs) - np.log10(PAPER_IMAGE_STEPS))
+                ax.plot(xs, ys, color=colour, linestyle=":", linewidth=1)
+                ax.plot([PAPER_IMAGE_STEPS], [at_paper], marker="x", color=colour)
+        ax.axvline(PAPER_IMAGE_STEPS, color="grey", linewidth=0.8, linestyle="--")
+        if metric.startswith("suppression"):
+            ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("image-steps (log)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("shapes at opacity 1, quick ConvNet: mean ± sd over seeds (n per point); dotted: the "
+                 "log-linear trend, x at the paper's 200 epochs (dashed line; a ResNet-18 there)", fontsize=9)
+    fig.tight_layout()
+    return rundir.save_figure(fig, path)
+
+
+def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
+    df = load(dirs or ["runs/study29-axis/L1", "runs/study29-axis/L2", "runs/study29-axis/L3"])
+    print(table(df), "\n")
+    for metric, _ in PANELS:
+        for views in ("expert", "viewmaker"):
+            fit = trend(df, metric, views)
+            if fit is not None:
+                print(f"{views} {metric}: {fit[0]:+.3f} per decade of image-steps; at the paper's "
+                      f"{PAPER_IMAGE_STEPS:,}: {fit[1]:.3f} (extrapolated)")
+    print(f"wrote {figure(df, path)}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
