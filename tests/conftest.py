@@ -45,6 +45,23 @@ def untimed(history):
             for row in history]
 
 
+def resumes_exactly(tmp_path, **kw) -> tuple[dict, dict]:
+    """A run stopped after its first epoch and run again ends with an uninterrupted run's metrics and history
+    (timings aside); returns both runs' metrics."""
+    from featdrop import rundir, train
+
+    full = train.pretrain(out_dir=str(tmp_path / "full"), **kw)
+    assert train.pretrain(out_dir=str(tmp_path / "part"), stop_after=1, **kw) == {"stopped_at_epoch": 1}
+    assert len(rundir.read_history(tmp_path / "part" / "history.jsonl")) == 1
+    resumed = train.pretrain(out_dir=str(tmp_path / "part"), **kw)
+    assert resumed["resumed"] is True
+    for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
+        assert resumed[key] == full[key], key
+    assert untimed(rundir.read_history(tmp_path / "part" / "history.jsonl")) == \
+        untimed(rundir.read_history(tmp_path / "full" / "history.jsonl"))
+    return full, resumed
+
+
 @pytest.fixture(autouse=True)
 def quick_oracles(monkeypatch, tmp_path_factory):
     """A run in a test reads its views with label oracles trained for a few steps into this session's own

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
-from conftest import needs_cifar, untimed
+from conftest import needs_cifar, resumes_exactly
 
-from featdrop import config, rundir, train
+from featdrop import config, rundir
 from featdrop.data.base import Data
 from featdrop.lab.concurrency import synthetic_batch
 from featdrop.train import Trainer
@@ -70,14 +70,7 @@ def test_the_game_is_checked_and_recorded(tmp_path):
 
 @needs_cifar
 def test_a_simultaneous_run_resumes_exactly(tmp_path, data_dir):
-    kw = dict(TINY, game="simultaneous", data_dir=data_dir)
-    full = train.pretrain(out_dir=str(tmp_path / "full"), **kw)
-    assert train.pretrain(out_dir=str(tmp_path / "part"), stop_after=1, **kw) == {"stopped_at_epoch": 1}
-    resumed = train.pretrain(out_dir=str(tmp_path / "part"), **kw)
-    assert resumed["resumed"] is True
-    for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
-        assert resumed[key] == full[key], key
+    resumes_exactly(tmp_path, **TINY, game="simultaneous", data_dir=data_dir)
     history = rundir.read_history(tmp_path / "full" / "history.jsonl")
-    assert untimed(rundir.read_history(tmp_path / "part" / "history.jsonl")) == untimed(history)
     # one pass a step: the viewmaker's loss is minus the encoder's, step by step, so on average too
     assert all(abs(r["viewmaker_loss"] + r["loss"]) < 1e-5 for r in history)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import needs_cifar, untimed
+from conftest import needs_cifar, resumes_exactly
 
 from featdrop import config, losses, rundir, train
 from featdrop.data.base import Data
@@ -112,15 +112,7 @@ def test_bad_moco_fields_are_named():
 
 @needs_cifar
 def test_a_moco_run_resumes_exactly(tmp_path, data_dir):
-    kw = dict(TINY, loss="moco_ifm", data_dir=data_dir)
-    full = train.pretrain(out_dir=str(tmp_path / "full"), **kw)
-    assert train.pretrain(out_dir=str(tmp_path / "part"), stop_after=1, **kw) == {"stopped_at_epoch": 1}
-    resumed = train.pretrain(out_dir=str(tmp_path / "part"), **kw)
-    assert resumed["resumed"] is True
-    for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
-        assert resumed[key] == full[key], key
-    assert untimed(rundir.read_history(tmp_path / "part" / "history.jsonl")) == \
-        untimed(rundir.read_history(tmp_path / "full" / "history.jsonl"))
+    resumes_exactly(tmp_path, **{**TINY, "loss": "moco_ifm"}, data_dir=data_dir)
     ck = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
     assert ck["moco"]["queue"].shape == (96, 128) and int(ck["moco"]["steps"]) == 2 * (256 // 32)
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import needs_cifar, untimed
+from conftest import needs_cifar, resumes_exactly
 
 from featdrop import errors, losses, rundir, train
 from featdrop.models import ConvNet
@@ -42,17 +42,7 @@ def test_a_few_steps_on_one_batch_lower_the_loss():
 @needs_cifar
 @pytest.mark.parametrize("views_", ["expert", "viewmaker"])
 def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, data_dir, views_):
-    kw = dict(TINY, views=views_, data_dir=data_dir)
-    full = train.pretrain(out_dir=str(tmp_path / "full"), **kw)
-    part = train.pretrain(out_dir=str(tmp_path / "part"), stop_after=1, **kw)
-    assert part == {"stopped_at_epoch": 1}
-    assert len(rundir.read_history(tmp_path / "part" / "history.jsonl")) == 1
-    resumed = train.pretrain(out_dir=str(tmp_path / "part"), **kw)
-    assert resumed["resumed"] is True
-    for key in ("probe_main", "probe_alt", "knn_main", "knn_alt", "final_loss"):
-        assert resumed[key] == full[key], key
-    assert untimed(rundir.read_history(tmp_path / "part" / "history.jsonl")) == \
-        untimed(rundir.read_history(tmp_path / "full" / "history.jsonl"))
+    resumes_exactly(tmp_path, **TINY, views=views_, data_dir=data_dir)
     # the run directory describes itself
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     assert cfg["views"] == views_ and cfg["epochs"] == 2
