@@ -29,7 +29,8 @@ TRACKERS = (None, "tensorboard", "wandb")
 LR_SCHEDULES = (None, "constant", "cosine")
 PRESET_NAMES = ("auto", "quick", "paper", "imagenet100")
 SUPERVISE = (None, "coarse", "main", "alt")
-ENCODERS = ("resnet18", "resnet50", "convnet")
+ENCODERS = ("resnet18", "resnet50", "convnet", "tcnet")
+AUDIO_ONLY_ENCODERS = ("tcnet",)
 PROBES = ("fast", "reference")
 AUDIO_VIEWS = ("spectral", "waveform")
 NOISE_DRAWS = ("shared", "independent")
@@ -78,7 +79,9 @@ class Config:
     # players: the encoder descends the loss, the viewmaker ascends it)
     game: str = "alternating"
     # --- model
-    encoder: str | None = None       # resnet18 | resnet50 (ImageNet stem above 64 px) | convnet
+    # resnet18 | resnet50 (ImageNet stem above 64 px) | convnet | tcnet (audio: convolutions along time, the
+    # mel bands as channels)
+    encoder: str | None = None
     # MLP head before the 128-d output; None: the objective's (reference: off; MoCo-v2: on)
     projection_head: bool | None = None
     embedding_dim: int = 128
@@ -99,6 +102,13 @@ class Config:
     noise_draw: str = "shared"       # audio: noise class shared by both views | independent (reference)
     audio_views: str = "spectral"    # audio expert views: spectral (SpecAugment-like) | waveform
     audio_dataset: str = "fsdd"      # fsdd (offline copy) | audiomnist (download it yourself)
+    # audio expert views' strengths; None: the preset's (paper: the reference's, AUDIO_REFERENCE_VIEWS)
+    audio_mask_width: int | None = None     # spectral: time and mel masks of width ~U{0..w−1}; 0: none
+    audio_db_noise: float | None = None     # spectral: dB noise std, a fraction of the log-mel's σ; 0: none
+    audio_time_shift: float | None = None   # shift in time by up to ± this fraction of the clip; 0: off
+    audio_time_stretch: float | None = None  # speed × e^U(±log(1+s)); 0: off
+    audio_pitch_shift: float | None = None  # shift by up to ± this many mel bands; 0: off
+    audio_gain_db: float | None = None      # loudness ± this many dB; 0: off
     # audio: comma-separated WAV names in <data_dir>/noise/, one class each; alt label = position
     noise_classes: str = DEFAULT_NOISE_CLASSES
     # --- probes
@@ -144,6 +154,18 @@ AUDIO_PRESETS: dict[str, dict[str, Any]] = {
     # All FSDD clips (2,000 train, 1,000 test), 6 epochs of batch 64. On an idle 2-core CPU a 64×64 expert
     # step runs ~150 clips/s and a viewmaker step ~48 clips/s: about 2 and 5 min for the whole run.
     "quick": dict(subset=None, test_subset=None, batch_size=64, epochs=6, viewmaker_width=8),
+}
+# The reference's audio expert views (feature_dropout.md §3.2): what an audio run's views are unless a preset
+# or the command line says otherwise.
+AUDIO_REFERENCE_VIEWS: dict[str, Any] = dict(audio_mask_width=40, audio_db_noise=0.25, audio_time_shift=0.0,
+                                             audio_time_stretch=0.0, audio_pitch_shift=0.0, audio_gain_db=0.0)
+AUDIO_VIEW_RANGES = {  # (lo, hi): where a strength means something
+    "audio_mask_width": (0, 64),      # at most the 64 frames / bands
+    "audio_db_noise": (0, 4),         # σ units
+    "audio_time_shift": (0, 1),       # the whole clip
+    "audio_time_stretch": (0, 1),     # up to twice as fast or as slow
+    "audio_pitch_shift": (0, 32),     # half the 64 bands
+    "audio_gain_db": (0, 40),
 }
 # the largest overlay_size, and each overlay's budget and its bounds, are in its record
 OVERLAY_SIZE_MIN = 0.1
@@ -209,6 +231,15 @@ def validate(cfg: Config) -> Config:
             raise _bad(name, getattr(cfg, name), "one of " + ", ".join(map(str, allowed)))
     if cfg.encoder is not None and cfg.encoder not in ENCODERS:
         raise _bad("encoder", cfg.encoder, "one of " + ", ".join(ENCODERS) + " or None")
+    if cfg.encoder in AUDIO_ONLY_ENCODERS and OVERLAYS[cfg.overlay].modality != "audio":
+        images = ", ".join(e for e in ENCODERS if e not in AUDIO_ONLY_ENCODERS)
+        raise _bad("encoder", cfg.encoder, f"one of {images} for overlay={cfg.overlay!r} ({cfg.encoder} "
+                   f"reads log-mels: overlay='noise')")
+    for name, (lo, hi) in AUDIO_VIEW_RANGES.items():
+        v = getattr(cfg, name)
+        if v is not None and not lo <= v <= hi:
+            kind = "an integer" if name == "audio_mask_width" else "a number"
+            raise _bad(name, v, f"{kind} from {lo} to {hi} or None")
     for name in ("epochs", "batch_size", "subset", "test_subset", "probe_epochs", "knn_k", "embedding_dim",
                  "viewmaker_width", "moco_queue", "moco_bn_splits"):
         v = getattr(cfg, name)
@@ -328,7 +359,7 @@ def resolve(cfg: Config, cuda_available: bool | None = None) -> Config:
     values["preset"] = preset
     preset_values = dict(PRESETS[preset])
     if cfg.overlay in AUDIO_OVERLAYS:
-        preset_values.update(AUDIO_PRESETS.get(preset, {}))
+        preset_values = {**preset_values, **AUDIO_REFERENCE_VIEWS, **AUDIO_PRESETS.get(preset, {})}
         preset_values.pop("image_size", None)  # log-mels are 64 × 64
     if cfg.dataset == "imagefolder":  # a folder is used whole: the presets' subsets are CIFAR-10's
         preset_values.update(subset="all", test_subset="all")

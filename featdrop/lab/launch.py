@@ -306,7 +306,8 @@ def main(argv=None, prog: str = "featdrop grid") -> int:
         print(result.table.to_string())
         paired = tables.paired_suppression(result.runs)
         if len(paired):
-            print("\nsuppression = control − run, seed by seed (control: overlay=none or overlay_opacity=0):")
+            print("\nsuppression = control − run, seed by seed (control: overlay=none or overlay_opacity=0; "
+                  "audio: the lowest noise_volume):")
             print(tables.format_paired(paired).to_string(index=False))
     if result.failed:
         print(f"\nFAILED: {', '.join(result.failed)} (tracebacks in <cell>/error.txt under {args.runs_dir})",

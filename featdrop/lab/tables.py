@@ -122,13 +122,16 @@ OVERLAY_ONLY = ("overlay_size", "overlay_opacity", "overlay_resample")  # no eff
 
 def _control_of(run, controls):
     """The control run that differs from ``run`` only in overlay="none" (fields that only shape the overlay
-    ignored) or only in overlay_opacity=0, with the same seed; None when there is none."""
+    ignored) or only in overlay_opacity=0, or (overlay="noise") only in a lower noise_volume, with the same
+    seed; None when there is none."""
     fields = [f for f in config.field_names() if f in run.index and f not in BOOKKEEPING and f != "seed"]
     for _, c in controls.iterrows():
         if c["seed"] != run["seed"]:
             continue
         if c["overlay"] == "none":
             differ = [f for f in fields if f not in ("overlay", *OVERLAY_ONLY) and str(c[f]) != str(run[f])]
+        elif c["overlay"] == "noise" and float(c["noise_volume"]) < float(run["noise_volume"]):
+            differ = [f for f in fields if f != "noise_volume" and str(c[f]) != str(run[f])]
         else:
             differ = [f for f in fields if f != "overlay_opacity" and str(c[f]) != str(run[f])]
         if not differ:
@@ -137,7 +140,25 @@ def _control_of(run, controls):
 
 
 def _is_control(df):
-    return (df["overlay"] == "none") | (df["overlay_opacity"].astype(float) == 0)
+    return (df["overlay"] == "none") | (df["overlay_opacity"].astype(float) == 0) | _quietest_noise(df)
+
+
+def _quietest_noise(df):
+    """The audio study's controls: overlay="noise" runs whose noise_volume is the lowest among the runs that
+    differ from them only in noise_volume (same seed), when a louder one exists. Background noise cannot be
+    made invisible (noise_volume > 0), so the noise nearly off (e.g. 0.001) is the control."""
+    import pandas as pd
+
+    out = pd.Series(False, index=df.index)
+    noise = df[df["overlay"] == "noise"] if "noise_volume" in df else df.iloc[:0]
+    if not len(noise):
+        return out
+    same = [f for f in config.field_names() if f in df and f not in BOOKKEEPING and f != "noise_volume"]
+    key = noise[same + ["seed"]].apply(lambda r: "|".join(str(v) for v in r), axis=1)
+    volume = noise["noise_volume"].astype(float)
+    lowest, loudest = volume.groupby(key).transform("min"), volume.groupby(key).transform("max")
+    out[noise.index] = (volume == lowest) & (loudest > lowest)
+    return out
 
 
 def _controls(df) -> dict:
@@ -177,8 +198,9 @@ def paired_stats(differences) -> tuple[float, float, float]:
 def paired_suppression(df, metrics=PAIRED):
     """Suppression as a paired difference, one row per cell (the runs that differ only in their seed):
     ``suppression_<metric>`` = metric(control) − metric(run) for each seed, where the control is the run
-    with overlay="none" (or overlay_opacity=0) and everything else equal; mean, sd and a paired t-test over
-    the seeds (p, two-sided; NaN below 2 pairs). A cell whose runs have no control says so in ``partner``."""
+    with overlay="none" (or overlay_opacity=0; audio: the lowest noise_volume) and everything else equal;
+    mean, sd and a paired t-test over the seeds (p, two-sided; NaN below 2 pairs). A cell whose runs have no
+    control says so in ``partner``."""
     import pandas as pd
 
     paired = _controls(df)
@@ -188,14 +210,20 @@ def paired_suppression(df, metrics=PAIRED):
     for key, cell in runs.groupby(by, dropna=False, sort=False):
         pairs = [(r, paired[i]) for i, r in cell.iterrows() if paired[i] is not None]
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)), n=len(pairs),
-                   partner=(f"overlay={pairs[0][1]['overlay']}, opacity {pairs[0][1]['overlay_opacity']:g}"
-                            if pairs else "none: no run with overlay=none or overlay_opacity=0, same fields"))
+                   partner=_partner(pairs[0][1]) if pairs else "none: no run with overlay=none or "
+                   "overlay_opacity=0 (audio: a lower noise_volume), same fields")
         for m in (m for m in metrics if m in df):
             name = "suppression_" + m.removeprefix("probe_")  # suppression_main, ..., suppression_knn_alt
             # NaN, dropped: a label the control lacks (none has no alternate label) gives no difference
             row[name], row[f"{name}_sd"], row[f"{name}_p"] = paired_stats([c[m] - r[m] for r, c in pairs])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _partner(control) -> str:
+    if control["overlay"] == "noise" and not float(control["overlay_opacity"]) == 0:
+        return f"overlay=noise, noise_volume {float(control['noise_volume']):g}"
+    return f"overlay={control['overlay']}, opacity {control['overlay_opacity']:g}"
 
 
 def format_paired(table):
@@ -278,8 +306,8 @@ def main(argv=None, prog: str = "featdrop report") -> int:
     print(summary(df, by=args.by).to_string())
     paired = paired_suppression(df)
     if len(paired):
-        print("\nsuppression = control − run (control: overlay=none or overlay_opacity=0, same other fields "
-              "and seed),\nmean ± sd over the seeds, paired t-test p:")
+        print("\nsuppression = control − run (control: overlay=none or overlay_opacity=0, or for audio the "
+              "lowest noise_volume;\nsame other fields and seed), mean ± sd over the seeds, paired t-test p:")
         print(format_paired(paired).to_string(index=False))
     written = [comparison(df, args.runs_dir, v) and f"comparison_{v}.png" for v in ("probe", "knn")]
     if suppression_curve(df, args.runs_dir) is not None:

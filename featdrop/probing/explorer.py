@@ -169,6 +169,72 @@ class ViewExplorer:
         return w.VBox([w.HBox([run, kind]), w.HBox([index, budget, again]), out])
 
     # ---------------------------------------------------------------- audio runs
+    def _audio_views(self, index: int | None, resample: int, budget: float | None) -> dict:
+        """Test clip ``index``: its raw item, speech alone, clean input and labels; two expert views and, when
+        the run has a viewmaker, two viewmaker views with their δ (one generator: the figure and the players
+        get the same views)."""
+        m, t = self.data.modality, self.data.test
+        if not m.audio:
+            raise ValueError(f"this is for audio runs (overlay='noise'); this run has "
+                             f"overlay={self.cfg.overlay!r}")
+        index = self.index if index is None else index
+        raw = t.images[index:index + 1]
+        g = torch.Generator().manual_seed(self.seed * 1000 + resample)
+        out = dict(index=index, raw=raw[:, 0] if raw.dim() == 3 else raw, speech=t.base[index:index + 1],
+                   clean=m.clean(raw), digit=int(t.labels[index]), noise=int(t.alt_labels[index]))
+        out["expert"] = draw_views(self.trainer, raw, 2, g, "expert")
+        if self.trainer.viewmaker is not None:
+            out["viewmaker"] = draw_views(self.trainer, raw, 2, g, "viewmaker", budget or self.budget)
+        return out
+
+    def audio_figure(self, index: int | None = None, resample: int = 0, budget: float | None = None):
+        """Audio runs: one test clip as the encoder sees it (speech + noise) beside the speech alone, two
+        expert views and, with a viewmaker, two viewmaker views and their perturbations δ. The title names the
+        digit and the noise class; each input's title says what the run's two probes read from it (✓ right,
+        ✗ wrong)."""
+        v, names = self._audio_views(index, resample, budget), self.alt_names()
+
+        def read(x):
+            with torch.no_grad():
+                f = self._features(x)
+                d, n = (int(self.probes[k].logits(f).argmax(1)) for k in ("main", "alt"))
+            return (f"reads {d} {'✓' if d == v['digit'] else '✗'}, "
+                    f"{names[n]} {'✓' if n == v['noise'] else '✗'}")
+
+        rows = [[(self.data.modality.logmel(v["speech"])[0], "speech alone (not an input)", "logmel"),
+                 (v["clean"][0], f"clip = speech + noise\n{read(v['clean'])}", "logmel")]]
+        outs, _, enc = v["expert"]
+        rows[0] += [(outs[j][0], f"expert view {j + 1}\n{read(enc[j])}", "logmel") for j in range(2)]
+        if "viewmaker" in v:
+            outs, deltas, enc = v["viewmaker"]
+            rows.append([p for j in range(2) for p in (
+                (outs[j][0], f"viewmaker view {j + 1}\n{read(enc[j])}", "logmel"),
+                (deltas[j][0], f"δ{j + 1} (ε {budget or self.budget:g})", "delta"))])
+        title = (f"test clip #{v['index']}: the digit {v['digit']} with {names[v['noise']]} noise "
+                 f"(noise_volume {self.cfg.noise_volume:g}); log-mels, 64 mel bands × 64 frames")
+        return plots.spectrogram_panels(rows, title)
+
+    def players(self, index: int | None = None, resample: int = 0, budget: float | None = None):
+        """Audio runs in JupyterLab: players for the clip of ``audio_figure()``: the speech alone and the clip
+        (their waveforms), and its views (log-mels inverted by Griffin-Lim: the phase is estimated, not
+        recovered, so expect a slightly metallic sound)."""
+        import ipywidgets as w
+        from IPython.display import Audio
+
+        v = self._audio_views(index, resample, budget)
+        named = [("speech alone", v["speech"][0]), ("clip = speech + noise", v["raw"][0])]
+        for kind in ("expert", "viewmaker"):
+            if kind in v:
+                waves = self.data.modality.logmel.invert(torch.cat(v[kind][0]))
+                named += [(f"{kind} view {j + 1}", waves[j]) for j in range(2)]
+
+        def player(name, wave):
+            wav = Audio(wave.float().cpu().numpy(), rate=RATE, normalize=True).data  # the bytes of a WAV file
+            return w.VBox([w.Label(name), w.Audio(value=wav, format="wav", autoplay=False)])
+
+        return w.GridBox([player(name, wave) for name, wave in named],
+                         layout=w.Layout(grid_template_columns="repeat(4, 25%)"))
+
     def listen(self, view: int | None = 0, index: int | None = None, views: str | None = None,
                budget: float | None = None, resample: int = 0):
         """Audio runs: a player for view ``view`` of test item ``index`` (the same views as ``figure()``;

@@ -15,10 +15,19 @@ Expert views (per sample random, batched, on any device, randomness from the gen
 - ``waveform``: a random crop keeping a contiguous segment of U(0.08, 1)·L samples *in place* (the
   rest zeroed) and white noise of std 1/√L, in random order per sample; then the log-mel.
 The viewmaker perturbs the normalised log-mel (B, 1, 64, 64) directly.
+
+Strengths (``Strengths``, from the config's ``audio_*`` fields; the reference's values by default): the
+masks' widths and the dB noise of spectral views, and, for both kinds, off unless set (issue 30), on the mel
+power before the masks: a time shift and a time stretch (speed), a pitch shift in mel bands (one affine
+resampling per example, silence where the view runs past the clip), and after the dB a random gain.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 import torchaudio
 
 from ..data.audio import LENGTH, RATE
@@ -31,6 +40,24 @@ MASK_WIDTHS = 40     # mask width ~ U{0, …, MASK_WIDTHS − 1} (nlpaug's mask_
 DB_NOISE = 0.25      # spectral views: dB noise std as a fraction of σ
 CROP_SCALE = (0.08, 1.0)
 assert FRAMES == N_MELS == 64
+
+
+@dataclass(frozen=True)
+class Strengths:
+    """How strong the expert views are; the defaults are the reference's (no shift, stretch, pitch, gain)."""
+    mask_width: int = MASK_WIDTHS   # spectral: each mask's width ~ U{0, …, mask_width − 1}; 0: no masks
+    db_noise: float = DB_NOISE      # spectral: dB noise std as a fraction of σ
+    time_shift: float = 0.0         # shift by up to ± this fraction of the clip's frames
+    time_stretch: float = 0.0       # speed × e^U(−log(1+s), log(1+s)): (1+s)× faster to (1+s)× slower
+    pitch_shift: float = 0.0        # shift up to ± this many mel bands
+    gain_db: float = 0.0            # loudness ± this many dB
+
+    @property
+    def warps(self) -> bool:
+        return bool(self.time_shift or self.time_stretch or self.pitch_shift)
+
+
+REFERENCE = Strengths()
 
 
 class LogMel:
@@ -101,11 +128,38 @@ def mask_power(power: torch.Tensor, g: torch.Generator, widths: int = MASK_WIDTH
     return power.masked_fill(hit, 0.0), freq, time
 
 
-def spectral_view(wave: torch.Tensor, logmel: LogMel, g: torch.Generator) -> torch.Tensor:
+def warp(power: torch.Tensor, g: torch.Generator, s: Strengths) -> torch.Tensor:
+    """Per example, one bilinear resampling of the mel power (B, 1, F, T): output frame t reads input frame
+    a·t + shift (a the speed), output band f reads band f + pitch; zero power (silence) outside the clip."""
+    b, _, f, t = power.shape
+    u = uniform(g, b, 3, device=power.device) * 2 - 1                           # (B, 3) in [−1, 1)
+    theta = torch.zeros(b, 2, 3, device=power.device)
+    theta[:, 0, 0] = torch.exp(u[:, 0] * math.log1p(s.time_stretch))            # a: time scale
+    theta[:, 0, 2] = u[:, 1] * 2 * s.time_shift                                  # [−1, 1] spans the clip
+    theta[:, 1, 1] = 1.0
+    theta[:, 1, 2] = u[:, 2] * 2 * s.pitch_shift / f                              # bands → grid units
+    grid = F.affine_grid(theta, list(power.shape), align_corners=False)
+    return F.grid_sample(power.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def gain(db: torch.Tensor, g: torch.Generator, s: Strengths) -> torch.Tensor:
+    """A loudness change of U(−gain_db, gain_db) dB per example (a shift of the whole dB map)."""
+    if not s.gain_db:
+        return db
+    return db + (uniform(g, db.shape[0], 1, 1, 1, device=db.device) * 2 - 1) * s.gain_db
+
+
+def spectral_view(wave: torch.Tensor, logmel: LogMel, g: torch.Generator,
+                  s: Strengths = REFERENCE) -> torch.Tensor:
     """SpecAugment-like view of waveforms (B, L) → normalised log-mel (B, 1, 64, 64)."""
-    power, _, _ = mask_power(logmel.power(wave), g)
-    db = logmel.db(power)
-    db = db + DB_NOISE * logmel.std * normal(g, *db.shape, device=db.device)
+    power = logmel.power(wave)
+    if s.warps:
+        power = warp(power, g, s)
+    if s.mask_width:
+        power, _, _ = mask_power(power, g, s.mask_width)
+    db = gain(logmel.db(power), g, s)
+    if s.db_noise:
+        db = db + s.db_noise * logmel.std * normal(g, *db.shape, device=db.device)
     return logmel.normalise(db)
 
 
@@ -128,5 +182,13 @@ def waveform_augment(wave: torch.Tensor, g: torch.Generator, noise_std: float | 
     return torch.where(crop_first, wave * keep + noise, (wave + noise) * keep)
 
 
-def waveform_view(wave: torch.Tensor, logmel: LogMel, g: torch.Generator) -> torch.Tensor:
-    return logmel(waveform_augment(wave, g))
+def waveform_view(wave: torch.Tensor, logmel: LogMel, g: torch.Generator,
+                  s: Strengths = REFERENCE) -> torch.Tensor:
+    """Crop and white noise on the waveform, then the log-mel; the shift, stretch, pitch and gain when set."""
+    wave = waveform_augment(wave, g)
+    if not (s.warps or s.gain_db):
+        return logmel(wave)
+    power = logmel.power(wave)
+    if s.warps:
+        power = warp(power, g, s)
+    return logmel.normalise(gain(logmel.db(power), g, s))

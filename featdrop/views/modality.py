@@ -22,7 +22,7 @@ from ..data.base import Data
 from ..data.images import ImageOverlaySet, Source
 from ..errors import ConfigError
 from . import expert
-from .audio import LogMel, spectral_view, waveform_view
+from .audio import REFERENCE, LogMel, Strengths, spectral_view, waveform_view
 
 
 @dataclass
@@ -62,8 +62,10 @@ def image_modality(blur_p: float = 0.5) -> Modality:
 AUDIO_VIEWS = {"spectral": spectral_view, "waveform": waveform_view}
 
 
-def audio_modality(logmel: LogMel, audio_views: str, two_per_item: bool) -> Modality:
-    """Raw items are waveforms (B, L), or (B, 2, L) when the two views have independent noise draws."""
+def audio_modality(logmel: LogMel, audio_views: str, two_per_item: bool,
+                   strengths: Strengths = REFERENCE) -> Modality:
+    """Raw items are waveforms (B, L), or (B, 2, L) when the two views have independent noise draws;
+    ``strengths``: the expert views' (the reference's by default)."""
     if audio_views not in AUDIO_VIEWS:
         raise ConfigError(f"audio_views = {audio_views!r} is invalid: allowed {', '.join(AUDIO_VIEWS)}")
     view = AUDIO_VIEWS[audio_views]
@@ -75,8 +77,8 @@ def audio_modality(logmel: LogMel, audio_views: str, two_per_item: bool) -> Moda
     return Modality(
         in_channels=1,
         clean=lambda raw: logmel(first(raw)),
-        expert=lambda raw, g: view(first(raw), logmel, g),
-        expert_base=lambda raw, g: view(first(raw), logmel, g),
+        expert=lambda raw, g: view(first(raw), logmel, g, strengths),
+        expert_base=lambda raw, g: view(first(raw), logmel, g, strengths),
         base=lambda raw: logmel(first(raw)),
         to_encoder=lambda x: x,
         clamp=(logmel.lo, logmel.hi),
@@ -116,7 +118,16 @@ def _load_audio(cfg: Config, device: torch.device) -> Data:
         raise RuntimeError(f"speakers {sorted(shared)} are in both the train and the test split")
     raw = train.draw(0).images
     logmel = LogMel(device).fit(raw[:, 0] if two else raw)
-    return Data(audio_modality(logmel, cfg.audio_views, two), train, test.draw(0), 10, len(names))
+    return Data(audio_modality(logmel, cfg.audio_views, two, audio_strengths(cfg)), train, test.draw(0), 10,
+                len(names))
+
+
+def audio_strengths(cfg: Config) -> Strengths:
+    """The expert views' strengths from the config's audio_* fields (None: the reference's value)."""
+    given = dict(mask_width=cfg.audio_mask_width, db_noise=cfg.audio_db_noise,
+                 time_shift=cfg.audio_time_shift, time_stretch=cfg.audio_time_stretch,
+                 pitch_shift=cfg.audio_pitch_shift, gain_db=cfg.audio_gain_db)
+    return Strengths(**{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,32 @@ def spectrograms(split, n: int = 16, cols: int = 8):
     return fig
 
 
+def spectrogram_panels(rows: list[list[tuple[torch.Tensor, str, str]]], title: str = ""):
+    """Log-mels and perturbations of one clip, a row of panels per list of (tensor (1, F, T), title, kind):
+    kind "logmel" (all on the first panel's colour scale, low bands at the bottom) or "delta" (a perturbation,
+    blue − / red +, symmetric about 0)."""
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.3 * len(rows) + 0.3), squeeze=False)
+    first = rows[0][0][0][0].detach().float().cpu()
+    lo, hi = first.min().item(), first.max().item()
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        for c, (x, label, kind) in enumerate(row):
+            x = x[0].detach().float().cpu().numpy()
+            ax = axes[r, c]
+            if kind == "delta":
+                m = max(float(np.abs(x).max()), 1e-6)
+                ax.imshow(x, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-m, vmax=m)
+            else:
+                ax.imshow(x, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi)
+            ax.set_title(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def show_in(out, fig, first: bool = False) -> None:
     """Show ``fig`` in the ipywidgets ``Output`` ``out``, replacing what it showed, and close it. The first
     picture goes straight into the widget's outputs instead of through output capture: papermill's client
