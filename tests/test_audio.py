@@ -54,6 +54,11 @@ def tiny_dir(tmp_path_factory):
     return root
 
 
+# the reference's spectral views (AUDIO_REFERENCE_VIEWS; the paper preset's): the quick preset's differ
+REFERENCE = dict(audio_mask_width=40, audio_db_noise=0.25, audio_time_shift=0.0, audio_time_stretch=0.0,
+                 audio_pitch_shift=0.0, audio_gain_db=0.0)
+
+
 def load(data_dir, **kw):
     cfg = config.make(overlay="noise", preset="quick", data_dir=str(data_dir), **kw)
     cfg = config.resolve(cfg, cuda_available=False)
@@ -185,7 +190,7 @@ def test_spectral_masks_per_sample_zero_in_power_width_at_most_39():
 
 
 def test_spectral_view_is_mask_then_db_then_noise_then_normalise(tiny_dir):
-    d = load(tiny_dir)
+    d = load(tiny_dir, **REFERENCE)
     wave, lm = d.train.draw(0).images[:16], d.modality.logmel
     view = d.modality.expert(wave, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
@@ -205,6 +210,93 @@ def test_waveform_crop_keeps_one_contiguous_segment_in_place():
     assert frac.min() >= 0.08 - 1e-3 and frac.max() <= 1 and frac.std() > 0.2
     noisy = audio_views.waveform_augment(torch.zeros(512, LENGTH), g)         # white noise std 1/√L
     assert abs(noisy[noisy != 0].std().item() * math.sqrt(LENGTH) - 1) < 0.05
+
+
+def burst(frames=slice(24, 32), bands=slice(20, 28)):
+    """Mel power (64, 1, 64, 64): a bright rectangle (the same in every row) on silence."""
+    power = torch.zeros(64, 1, 64, 64)
+    power[:, :, bands, frames] = 1.0
+    return power
+
+
+def centre(power, dim):
+    """Centre of mass of each row's power along ``dim`` (2: bands, 3: frames)."""
+    w = power.sum(dim=5 - dim)[:, 0]                          # (B, size)
+    pos = torch.arange(w.shape[1], dtype=torch.float32)
+    return (w * pos).sum(1) / w.sum(1)
+
+
+def test_time_shift_moves_each_view_by_its_drawn_frames_and_pads_with_silence():
+    s = audio_views.Strengths(time_shift=0.25)
+    out = audio_views.warp(burst(), torch.Generator().manual_seed(0), s)
+    u = torch.rand(64, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1   # the draws warp makes
+    moved = u[:, 1] * 0.25 * 64                              # frames: output t reads input t + shift
+    assert torch.allclose(centre(out, 3), 27.5 - moved, atol=0.05)
+    assert torch.allclose(centre(out, 2), torch.full((64,), 23.5), atol=1e-4)  # the bands stay
+    assert moved.abs().max() > 12 and moved.abs().max() <= 16                  # up to a quarter of the clip
+    assert torch.allclose(out.sum((1, 2, 3)), burst().sum((1, 2, 3)), rtol=1e-4)  # nothing added or lost
+    assert (out[:, :, :20] == 0).all() and (out[:, :, 28:] == 0).all() and out.min() >= 0  # silence elsewhere
+    far = (torch.arange(64) - (27.5 - moved)[:, None]).abs() > 5        # (B, frames) away from the burst
+    assert (out[:, 0, 20:28].permute(1, 0, 2)[:, far] == 0).all()
+
+
+def test_pitch_shift_moves_the_bands_and_a_stretch_changes_the_duration():
+    g = torch.Generator().manual_seed(1)
+    out = audio_views.warp(burst(), g, audio_views.Strengths(pitch_shift=6))
+    u = torch.rand(64, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert torch.allclose(centre(out, 2), 23.5 - u[:, 2] * 6, atol=0.05)
+    assert torch.allclose(centre(out, 3), torch.full((64,), 27.5), atol=1e-4)
+    out = audio_views.warp(burst(), torch.Generator().manual_seed(2), audio_views.Strengths(time_stretch=0.5))
+    speed = torch.exp((torch.rand(64, 3, generator=torch.Generator().manual_seed(2))[:, 0] * 2 - 1)
+                      * math.log(1.5))
+    duration = out.sum((1, 2, 3)) / 8                         # frames of the 8-band-high burst
+    assert torch.allclose(duration, 8 / speed, rtol=0.02)     # 1.5× faster: 8 frames → 5.3
+    assert speed.min() < 0.75 and speed.max() > 1.35
+
+
+def test_gain_shifts_the_whole_log_mel_by_one_draw_per_clip(tiny_dir):
+    d = load(tiny_dir, **{**REFERENCE, "audio_mask_width": 0, "audio_db_noise": 0.0, "audio_gain_db": 6.0})
+    wave, lm = d.train.draw(0).images[:32], d.modality.logmel
+    shift = (d.modality.expert(wave, torch.Generator().manual_seed(4)) - lm(wave)) * lm.std  # dB
+    assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift), atol=1e-3)            # one per clip
+    assert shift.abs().max() <= 6 and shift.abs().max() > 4 and shift[:, 0, 0, 0].std() > 2
+
+
+def test_the_quick_recipe_by_default_the_reference_in_the_paper_preset_and_named_fields_change_the_views(
+        tiny_dir):
+    wave = load(tiny_dir).train.draw(0).images[:8]
+    reference = REFERENCE
+    views = {}
+    for name, kw in (("default", {}), ("recipe", dict(audio_mask_width=0, audio_db_noise=0.25, audio_time_shift=0.3,
+                                                      audio_time_stretch=0.2, audio_gain_db=10.0)),
+                     ("reference", reference), ("masks", dict(audio_mask_width=8)),
+                     ("shifted less", dict(audio_time_shift=0.1)),
+                     ("waveform", dict(audio_views="waveform", audio_pitch_shift=3.0))):
+        d = load(tiny_dir, **kw)
+        views[name] = d.modality.expert(wave, torch.Generator().manual_seed(5))
+    assert torch.equal(views["default"], views["recipe"])        # the quick preset's views: issue 30's recipe
+    for name in ("reference", "masks", "shifted less", "waveform"):
+        assert not torch.allclose(views[name], views["default"]) and views[name].shape == (8, 1, 64, 64)
+    cfg = config.resolve(config.make(overlay="noise", preset="paper"), cuda_available=False)
+    assert {k: getattr(cfg, k) for k in reference} == reference  # the paper preset: the reference's views
+    assert config.resolve(config.make(overlay="shapes"), cuda_available=False).audio_mask_width is None
+
+
+def test_tcnet_convolves_along_time_with_the_bands_as_channels():
+    from featdrop.models import build_encoder
+
+    torch.manual_seed(0)
+    net = build_encoder("tcnet", 1, audio=True).eval()
+    x = torch.randn(4, 1, 64, 64)
+    pooled, prepool = net.features(x)
+    assert pooled.shape == (4, 256) and prepool.shape == (4, 256 * 8) and net(x).shape == (4, 128)
+    late = x.clone()
+    late[..., 48:] = torch.randn(4, 1, 64, 16)               # change the last quarter of the frames only
+    a, b = (net.body(v)[:, :, 0] for v in (x, late))         # (B, 256, 8): one column per 8 frames
+    assert torch.equal(a[..., :2], b[..., :2]) and not torch.allclose(a[..., -1], b[..., -1])
+    shifted = torch.roll(x, 8, dims=3)                       # 8 frames later: one output step later
+    c = net.body(shifted)[:, :, 0]
+    assert torch.allclose(c[..., 3:6], a[..., 2:5], atol=1e-4)   # away from the edges, the same features
 
 
 def test_viewmaker_budget_on_spectrograms(tiny_dir):
@@ -231,7 +323,9 @@ def test_config_noise_classes_and_quick_preset():
     with pytest.raises(config.ConfigError, match="noise_classes"):
         config.make(overlay="noise", noise_classes="babble,babble")
     cfg = config.resolve(config.make(overlay="noise", preset="quick"), cuda_available=False)
-    assert cfg.subset is None and cfg.budget == 0.125 and cfg.encoder == "convnet"
+    assert cfg.subset is None and cfg.budget == 0.125 and cfg.encoder == "tcnet"
+    assert (cfg.epochs, cfg.batch_size, cfg.lr_schedule) == (10, 64, "cosine")
+    assert config.resolve(config.make(overlay="noise", preset="paper"), cuda_available=False).encoder == "resnet18"
 
 
 # ----------------------------------------------------------------------------- the offline copy
@@ -287,5 +381,25 @@ def test_pretrain_notebook_runs_with_noise_and_the_viewmaker(tiny_dir, tmp_path)
     assert json.loads((run / "config.json").read_text())["noise_draw"] == "independent"
     from featdrop.probing.explorer import ViewExplorer
 
-    player = ViewExplorer(str(run), n_views=2, probe_n=64).listen(view=1)
+    ui = ViewExplorer(str(run), n_views=2, probe_n=64, index=3)
+    player = ui.listen(view=1)
     assert player.data[:4] == b"RIFF" and len(player.data) > RATE  # a WAV of about a second
+    # the audio figure: speech alone, the clip, two expert views; two viewmaker views with their δ
+    fig, t = ui.audio_figure(), ui.data.test
+    names = ("babble", "traffic", "machinery")
+    assert f"digit {int(t.labels[3])} with {names[int(t.alt_labels[3])]} noise" in fig._suptitle.get_text()
+    titles = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.images]
+    assert titles == ["speech alone (not an input)", "clip = speech + noise", "expert view 1",
+                      "expert view 2", "viewmaker view 1", "δ1 (ε 0.125)", "viewmaker view 2", "δ2 (ε 0.125)"]
+    shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    lm = ui.data.modality.logmel
+    assert np.allclose(shown[0], lm(t.base[3:4])[0, 0].numpy(), atol=1e-5)       # the speech without noise
+    assert np.allclose(shown[1], ui.data.modality.clean(t.images[3:4])[0, 0].numpy(), atol=1e-5)
+    assert abs(np.abs(shown[5]).mean() - 0.125) < 0.01                          # δ spends the budget ε
+    assert all("reads" in ax.get_title() for ax in fig.axes if ax.images and "δ" not in ax.get_title()[:2]
+               and "speech alone" not in ax.get_title())
+    grid = ui.players()                                                          # JupyterLab's players
+    assert [box.children[0].value for box in grid.children] == [
+        "speech alone", "clip = speech + noise", "expert view 1", "expert view 2", "viewmaker view 1",
+        "viewmaker view 2"]
+    assert all(box.children[1].value[:4] == b"RIFF" for box in grid.children)

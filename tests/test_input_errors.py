@@ -38,6 +38,30 @@ def test_every_field_is_checked_for_type_and_finiteness(field, value, says):
     assert says in str(err.value)
 
 
+@pytest.mark.parametrize("field,value,says", [
+    ("audio_mask_width", 65, "'audio_mask_width' = 65 is invalid: allowed an integer from 0 to 64 or None"),
+    ("audio_mask_width", -1, "'audio_mask_width' = -1 is invalid: allowed an integer from 0 to 64"),
+    ("audio_mask_width", 8.0, "'audio_mask_width' = 8.0 is invalid: allowed int or None"),
+    ("audio_db_noise", -0.1, "'audio_db_noise' = -0.1 is invalid: allowed a number from 0 to 4 or None"),
+    ("audio_time_shift", 1.5, "'audio_time_shift' = 1.5 is invalid: allowed a number from 0 to 1 or None"),
+    ("audio_time_stretch", -0.2, "'audio_time_stretch' = -0.2 is invalid: allowed a number from 0 to 1"),
+    ("audio_pitch_shift", 40, "'audio_pitch_shift' = 40 is invalid: allowed a number from 0 to 32 or None"),
+    ("audio_gain_db", 41.0, "'audio_gain_db' = 41.0 is invalid: allowed a number from 0 to 40 or None"),
+])
+def test_audio_view_strengths_outside_their_range_are_named(field, value, says):
+    with pytest.raises(errors.ConfigError) as err:
+        config.make(overlay="noise", **{field: value})
+    assert says in str(err.value)
+
+
+def test_the_time_convolution_encoder_is_for_log_mels_only():
+    with pytest.raises(errors.ConfigError) as err:
+        config.make(overlay="shapes", encoder="tcnet")
+    assert ("'encoder' = 'tcnet' is invalid: allowed one of resnet18, resnet50, convnet for overlay='shapes'"
+            in str(err.value))
+    assert config.make(overlay="noise", encoder="tcnet").encoder == "tcnet"
+
+
 def test_a_new_field_is_type_checked_without_a_rule_of_its_own():
     # the check reads the annotations: a field of any type is covered the moment it is declared
     for f in config.fields(config.Config):

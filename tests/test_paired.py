@@ -68,6 +68,63 @@ def test_a_cell_without_a_control_says_so_and_none_is_a_control_too():
     assert math.isnan(row["suppression_alt"])
 
 
+def audio_grid():
+    """overlay=noise: expert/viewmaker × noise_volume {0.001, 0.05, 0.2} × seeds {0, 1, 2}; the digit probe
+    falls by 0.1 (expert) / 0.02 (viewmaker) per step up in volume, plus a per-seed wobble."""
+    rows, i = [], 0
+    for views, drop in (("expert", 0.1), ("viewmaker", 0.02)):
+        for step, volume in enumerate((0.001, 0.05, 0.2)):
+            for seed in (0, 1, 2):
+                main = 0.6 + 0.01 * seed - drop * step - 0.005 * seed * step
+                r = run(i, views, 1.0, seed, main, 0.5 + 0.2 * step, overlay="noise", budget=0.125)
+                rows.append({**r, "noise_volume": volume})
+                i += 1
+    return pd.DataFrame(rows)
+
+
+def test_audio_pairs_each_noise_volume_with_the_quietest_run_of_the_same_fields_and_seed():
+    df = audio_grid()
+    t = tables.paired_suppression(df).set_index(["noise_volume", "views"])
+    assert set(t.index) == {(0.05, "expert"), (0.2, "expert"), (0.05, "viewmaker"), (0.2, "viewmaker")}
+    e = t.loc[(0.05, "expert")]
+    assert e["n"] == 3 and e["partner"] == "overlay=noise, noise_volume 0.001"
+    # control − run per seed: 0.1 + 0.005·seed → 0.100, 0.105, 0.110: mean 0.105, sd 0.005
+    assert e["suppression_main"] == pytest.approx(0.105) and e["suppression_main_sd"] == pytest.approx(0.005)
+    assert e["suppression_alt"] == pytest.approx(-0.2)              # the noise is read better when louder
+    assert t.loc[(0.2, "expert"), "suppression_main"] == pytest.approx(0.21)      # 0.2 + 0.01·seed, mean
+    assert t.loc[(0.2, "viewmaker"), "suppression_main"] == pytest.approx(0.05)   # 0.04 + 0.01·seed
+    per = tables.suppression_per_run(df, "probe_main")
+    assert (per[df.noise_volume == 0.001] == 0).all()               # the controls against themselves
+    seed2 = df[(df.views == "expert") & (df.noise_volume == 0.2) & (df.seed == 2)].index
+    assert per[seed2].tolist() == pytest.approx([0.22])
+    # a run whose only volume is its own has no control
+    alone = df[(df.views == "expert") & (df.noise_volume == 0.05)]
+    t = tables.paired_suppression(alone)
+    assert t["n"].tolist() == [0] and "noise_volume" in t["partner"][0]
+    # a quiet run with another budget is no control: 0.001 at ε 0.25 stands alone, and among the runs at
+    # ε 0.125 the quietest left, 0.05, is the control of 0.2
+    moved = df.copy()
+    moved.loc[(moved.views == "viewmaker") & (moved.noise_volume == 0.001), "budget"] = 0.25
+    t = tables.paired_suppression(moved).set_index(["noise_volume", "views", "budget"])
+    assert t.loc[(0.001, "viewmaker", 0.25), "n"] == 0 and t.loc[(0.05, "expert", 0.125), "n"] == 3
+    v = t.loc[(0.2, "viewmaker", 0.125)]
+    assert v["partner"] == "overlay=noise, noise_volume 0.05"
+    assert v["suppression_main"] == pytest.approx(0.025)
+
+
+def test_featdrop_report_prints_the_audio_suppression(tmp_path, capsys):
+    for r in audio_grid().to_dict("records"):
+        d = tmp_path / r["run"]
+        measured = ("probe", "knn", "chance")
+        config = {k: v for k, v in r.items() if not k.startswith((*measured, "run"))}
+        rundir.write_json(d / "config.json", config)
+        rundir.write_json(d / "metrics.json", {k: v for k, v in r.items() if k.startswith(measured)})
+    assert cli.main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "lowest noise_volume" in out and "+0.105 ± 0.005" in out
+    assert "overlay=noise, noise_volume 0.001" in out
+
+
 def test_a_different_budget_is_not_a_control():
     df = grid()
     df.loc[(df.views == "viewmaker") & (df.overlay_opacity == 0), "budget"] = 0.1
