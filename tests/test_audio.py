@@ -267,8 +267,9 @@ def test_the_quick_recipe_by_default_the_reference_in_the_paper_preset_and_named
     wave = load(tiny_dir).train.draw(0).images[:8]
     reference = REFERENCE
     views = {}
-    for name, kw in (("default", {}), ("recipe", dict(audio_mask_width=0, audio_db_noise=0.25, audio_time_shift=0.3,
-                                                      audio_time_stretch=0.2, audio_gain_db=10.0)),
+    recipe = dict(audio_mask_width=0, audio_db_noise=0.25, audio_time_shift=0.3, audio_time_stretch=0.2,
+                  audio_gain_db=10.0)
+    for name, kw in (("default", {}), ("recipe", recipe),
                      ("reference", reference), ("masks", dict(audio_mask_width=8)),
                      ("shifted less", dict(audio_time_shift=0.1)),
                      ("waveform", dict(audio_views="waveform", audio_pitch_shift=3.0))):
@@ -325,7 +326,8 @@ def test_config_noise_classes_and_quick_preset():
     cfg = config.resolve(config.make(overlay="noise", preset="quick"), cuda_available=False)
     assert cfg.subset is None and cfg.budget == 0.125 and cfg.encoder == "tcnet"
     assert (cfg.epochs, cfg.batch_size, cfg.lr_schedule) == (10, 64, "cosine")
-    assert config.resolve(config.make(overlay="noise", preset="paper"), cuda_available=False).encoder == "resnet18"
+    paper = config.resolve(config.make(overlay="noise", preset="paper"), cuda_available=False)
+    assert paper.encoder == "resnet18"
 
 
 # ----------------------------------------------------------------------------- the offline copy
