@@ -112,13 +112,18 @@ def test_audio_pairs_each_noise_volume_with_the_quietest_run_of_the_same_fields_
     assert v["suppression_main"] == pytest.approx(0.025)
 
 
-def test_featdrop_report_prints_the_audio_suppression(tmp_path, capsys):
-    for r in audio_grid().to_dict("records"):
-        d = tmp_path / r["run"]
-        measured = ("probe", "knn", "chance")
+def write_runs(df, folder):
+    """Each row of ``df`` as a finished run directory under ``folder``: config.json and metrics.json."""
+    measured = ("probe", "knn", "chance")
+    for r in df.to_dict("records"):
+        d = folder / r["run"]
         config = {k: v for k, v in r.items() if not k.startswith((*measured, "run"))}
         rundir.write_json(d / "config.json", config)
         rundir.write_json(d / "metrics.json", {k: v for k, v in r.items() if k.startswith(measured)})
+
+
+def test_featdrop_report_prints_the_audio_suppression(tmp_path, capsys):
+    write_runs(audio_grid(), tmp_path)
     assert cli.main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "lowest noise_volume" in out and "+0.105 ± 0.005" in out
@@ -133,12 +138,7 @@ def test_a_different_budget_is_not_a_control():
 
 
 def test_featdrop_report_prints_the_paired_table(tmp_path, capsys):
-    for r in grid().to_dict("records"):
-        d = tmp_path / r["run"]
-        measured = ("probe", "knn", "chance")
-        config = {k: v for k, v in r.items() if not k.startswith((*measured, "run"))}
-        rundir.write_json(d / "config.json", config)
-        rundir.write_json(d / "metrics.json", {k: v for k, v in r.items() if k.startswith(measured)})
+    write_runs(grid(), tmp_path)
     assert cli.main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "suppression" in out and "+0.050 ± 0.010 (p 0.013)" in out
