@@ -81,6 +81,10 @@ def figure(df: pd.DataFrame, histories: dict, path: str):
                 mean, sd = np.nanmean(values, 0), np.nanstd(values, 0)
                 ax.plot(epochs, mean, color=colour, label=f"{game} (n={len(curves)})")
                 ax.fill_between(epochs, mean - sd, mean + sd, color=colour, alpha=0.2)
+            if not ax.lines:  # alt_destroyed at opacity 0: no shape to destroy
+                ax.text(0.5, 0.5, "not defined here:\nno visible shape", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=9, color="0.4")
+                ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{title}, opacity {opacity:g}", fontsize=9)
             ax.set_xlabel("epoch")
         ax_row[0].legend(fontsize=7)
