@@ -1,16 +1,23 @@
 """The study's training axis (issue 29): suppression and label destruction as training grows, expert and
 viewmaker views at the shape's opacity 0 and 1, at three training lengths (more data and more epochs). Each
-length is a grid of its own (its cells' names are the same, their configs are not):
+length and views is a grid of its own (their cells' names are the same, their configs are not):
 
-    featdrop grid --runs-dir runs/study29-axis/L1 overlay=shapes preset=quick views=expert,viewmaker \\
-        game=simultaneous overlay_opacity=1.0,0 seed=0,1,2                               #  48,640 image-steps
-    featdrop grid --runs-dir runs/study29-axis/L2 overlay=shapes preset=quick views=expert,viewmaker \\
-        game=simultaneous overlay_opacity=1.0,0 seed=0,1,2 subset=12500 epochs=13        # 159,744
-    featdrop grid --runs-dir runs/study29-axis/L3 overlay=shapes preset=quick views=expert,viewmaker \\
-        game=simultaneous overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20            # 496,640
+    featdrop grid --runs-dir runs/study29-game overlay=shapes preset=quick views=viewmaker \
+        game=alternating,simultaneous overlay_opacity=1.0,0 seed=0,1,2          # L1 viewmaker:  48,640 image-steps
+    featdrop grid --runs-dir runs/study29-axis/L1-expert overlay=shapes preset=quick views=expert \
+        overlay_opacity=1.0,0 seed=0,1,2                                        # L1 expert
+    featdrop grid --runs-dir runs/study29-axis/L2-viewmaker overlay=shapes preset=quick views=viewmaker \
+        game=simultaneous overlay_opacity=1.0,0 seed=0 subset=10000 epochs=10   # L2:  99,840
+    featdrop grid --runs-dir runs/study29-axis/L2-expert overlay=shapes preset=quick views=expert \
+        overlay_opacity=1.0,0 seed=0 subset=10000 epochs=10
+    featdrop grid --runs-dir runs/study29-axis/L3-expert overlay=shapes preset=quick views=expert \
+        overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20                     # L3: 496,640
+    featdrop grid --runs-dir runs/study29-axis/L3-viewmaker overlay=shapes preset=quick views=viewmaker \
+        game=simultaneous overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20   # L3 viewmaker: not run yet
 
 then ``python scripts/study_axis.py docs/study_axis.png runs/study29-axis/L1 runs/study29-axis/L2 ...``
-(any run folders; runs are told apart by their image-steps). Image-steps = steps per epoch (drop_last) ×
+(any run folders; runs are told apart by their image-steps; the game study's alternating runs are left
+out: the axis uses game=simultaneous). Image-steps = steps per epoch (drop_last) ×
 batch × epochs: the number of images a run's encoder stepped on. Suppression is paired within a length, views
 and seed: probe(opacity 0) − probe(opacity 1). The paper's regime, for the figure's arrow: 200 epochs of all
 50,000 images at batch 256 (9,984,000 image-steps) and a ResNet-18, which no point here has.
@@ -40,6 +47,8 @@ def image_steps(row) -> int:
 
 def load(dirs) -> pd.DataFrame:
     df = pd.concat([tables.collect(d) for d in dirs], ignore_index=True)
+    # the axis plays the simultaneous game (issue 29's answer); the game study's alternating runs stay out
+    df = df[~((df.views == "viewmaker") & (df.game == "alternating"))].reset_index(drop=True)
     df["image_steps"] = df.apply(image_steps, axis=1)
     # pairing within a length: the control differs only in opacity, same length, views, game, seed
     df["suppression_main"] = tables.suppression_per_run(df, "probe_main")
