@@ -3,7 +3,7 @@ viewmaker views at the shape's opacity 0 and 1, at three training lengths (more 
 length and views is a grid of its own (their cells' names are the same, their configs are not):
 
     featdrop grid --runs-dir runs/study29-game overlay=shapes preset=quick views=viewmaker \
-        game=alternating,simultaneous overlay_opacity=1.0,0 seed=0,1,2          # L1 viewmaker:  48,640 image-steps
+        game=alternating,simultaneous overlay_opacity=1.0,0 seed=0,1,2   # L1 viewmaker: 48,640 image-steps
     featdrop grid --runs-dir runs/study29-axis/L1-expert overlay=shapes preset=quick views=expert \
         overlay_opacity=1.0,0 seed=0,1,2                                        # L1 expert
     featdrop grid --runs-dir runs/study29-axis/L2-viewmaker overlay=shapes preset=quick views=viewmaker \
