@@ -5,7 +5,7 @@ length and views is a grid of its own (their cells' names are the same, their co
     featdrop grid --runs-dir runs/study29-game overlay=shapes preset=quick views=viewmaker \
         game=alternating,simultaneous overlay_opacity=1.0,0 seed=0,1,2   # L1 viewmaker: 48,640 image-steps
     featdrop grid --runs-dir runs/study29-axis/L1-expert overlay=shapes preset=quick views=expert \
-        overlay_opacity=1.0,0 seed=0,1,2                                        # L1 expert
+        seed=0,1,2 overlay_opacity=1.0,0                                        # L1 expert
     featdrop grid --runs-dir runs/study29-axis/L2-viewmaker overlay=shapes preset=quick views=viewmaker \
         game=simultaneous overlay_opacity=1.0,0 seed=0 subset=10000 epochs=10   # L2:  99,840
     featdrop grid --runs-dir runs/study29-axis/L2-expert overlay=shapes preset=quick views=expert \

@@ -164,6 +164,8 @@ def tiny_blob(cfg, label: str, accuracy: float = 0.5) -> dict:
 
 
 def test_a_run_uses_a_shipped_reader_only_when_its_key_and_recipe_match(tmp_path, monkeypatch):
+    # a cache of this test's own: the session's shared one may hold this key from an earlier test's run
+    monkeypatch.setattr(store, "path", lambda cfg, label: tmp_path / "cache" / f"{store.key(cfg, label)}.pt")
     monkeypatch.setattr(shipped, "FOLDER", tmp_path / "shipped")
     monkeypatch.setattr(shipped, "MANIFEST", tmp_path / "shipped" / "manifest.json")
     cfg = config.resolve(config.make(overlay="shapes", device="cpu", data_dir=str(tmp_path)))

@@ -53,6 +53,7 @@ def worker(kind: str, steps: int, out: str, device: str, preset: str) -> None:
     if world.main:
         with open(out, "w") as f:
             json.dump({"images_per_s": steps * batch / seconds, "threads": torch.get_num_threads()}, f)
+    distributed.close()
 
 
 def _free_port() -> int:

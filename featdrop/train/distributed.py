@@ -225,6 +225,13 @@ def init(cfg, cuda: bool) -> World:
     return World(rank, size, local)
 
 
+def close() -> None:
+    """Take this process's process group down before the process exits (a gloo group left to the interpreter's
+    shutdown can abort the process: "terminate called without an active exception", seen under load)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _stopped(signum, frame):
     raise DistributedError(f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: "
                            f"stopped by torchrun (signal {signum}), because another process of the run "

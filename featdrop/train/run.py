@@ -227,7 +227,10 @@ def main(argv=None, prog: str = "featdrop train") -> int:
               + f"; out_dir {cfg.out_dir}", flush=True)
     path = Path(cfg.out_dir) / "metrics.json"
     before = _mtime(path)
-    metrics = pretrain(cfg)
+    try:
+        metrics = pretrain(cfg)
+    finally:
+        distributed.close()
     if not rank0:
         return 0
     shown = {k: v for k, v in metrics.items() if k.startswith(("probe_", "knn_", "chance_"))
