@@ -86,7 +86,8 @@ def check_space(trainer) -> None:
 def config_diff(saved: dict, cfg: Config) -> dict:
     """{field: (saved, now)} for every field other than RESUME_FREE whose value differs; a field the saved
     run predates counts as having its default value, and one whose default is None (the preset's: e.g.
-    lr_schedule, image_size) as the value it resolves to now: a new field's default keeps the old behaviour."""
+    lr_schedule, image_size) as the value it resolves to now: a new field's default keeps the old
+    behaviour."""
     defaults, now = dataclasses.asdict(Config()), dataclasses.asdict(cfg)
     saved = {**{k: now[k] if defaults[k] is None else defaults[k] for k in now}, **saved}
     return {k: (saved[k], now[k]) for k in now if k not in RESUME_FREE and saved[k] != now[k]}
