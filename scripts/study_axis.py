@@ -25,6 +25,7 @@ and seed: probe(opacity 0) − probe(opacity 1). The paper's regime, for the fig
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -117,7 +118,11 @@ def figure(df: pd.DataFrame, path: str):
 
 
 def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
-    df = load(dirs or ["runs/study29-axis/L1", "runs/study29-axis/L2", "runs/study29-axis/L3"])
+    if not dirs:  # the grids of the docstring that have finished runs
+        dirs = [d for d in ["runs/study29-game"] + [f"runs/study29-axis/L{n}-{views}" for n in (1, 2, 3)
+                                                    for views in ("expert", "viewmaker")]
+                if list(Path(d).glob("*/metrics.json"))]
+    df = load(dirs)
     print(table(df), "\n")
     for metric, _ in PANELS:
         for views in ("expert", "viewmaker"):
