@@ -22,6 +22,7 @@ import pandas as pd
 
 from featdrop import rundir
 from featdrop.lab import tables
+from featdrop.viz import plots
 
 CONTROL = 0.001
 
@@ -73,18 +74,12 @@ def figure(df: pd.DataFrame, bounds: list[dict], path: str):
             floor = b[b.what.str.startswith("log-mel")].groupby("noise_volume").digit.max()
             ax.plot(ceil.index, ceil.values, "k^--", linewidth=0.8, label="supervised (ceiling)")
             ax.plot(floor.index, floor.values, "kv:", linewidth=0.8, label="raw log-mel (floor)")
-        if metric.startswith("suppression"):
-            ax.axhline(0, color="k", linewidth=0.8)
         if metric in ("probe_main", "knn_main"):
             ax.axhline(0.1, color="grey", linewidth=0.8, linestyle=":")
-        ax.set_xscale("log")
-        ax.set_xlabel("noise volume (peak, log)")
-        ax.set_title(title, fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("spoken digits (FSDD) with background noise, quick audio preset: mean ± sd over seeds; "
-                 "chance 0.10 (dotted)", fontsize=9)
-    fig.tight_layout()
-    return rundir.save_figure(fig, path)
+        plots.log_x_panel(ax, title, "noise volume (peak, log)", zero_line=metric.startswith("suppression"))
+    title = ("spoken digits (FSDD) with background noise, quick audio preset: mean ± sd over seeds; "
+             "chance 0.10 (dotted)")
+    return plots.study_figure_done(fig, axes, title, path)
 
 
 def main(runs_dir: str = "runs/study30", path: str = "docs/study_audio.png",

@@ -31,8 +31,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from featdrop import config, rundir
+from featdrop import config
 from featdrop.lab import tables
+from featdrop.viz import plots
 
 PAPER_IMAGE_STEPS = 50_000 // 256 * 256 * 200
 PANELS = [("suppression_main", "class suppression, probe (paired)"),
@@ -105,16 +106,10 @@ def figure(df: pd.DataFrame, path: str):
                 ax.plot(xs, ys, color=colour, linestyle=":", linewidth=1)
                 ax.plot([PAPER_IMAGE_STEPS], [at_paper], marker="x", color=colour)
         ax.axvline(PAPER_IMAGE_STEPS, color="grey", linewidth=0.8, linestyle="--")
-        if metric.startswith("suppression"):
-            ax.axhline(0, color="k", linewidth=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("image-steps (log)")
-        ax.set_title(title, fontsize=9)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("shapes at opacity 1, quick ConvNet: mean ± sd over seeds (n per point); dotted: the "
-                 "log-linear trend, x at the paper's 200 epochs (dashed line; a ResNet-18 there)", fontsize=9)
-    fig.tight_layout()
-    return rundir.save_figure(fig, path)
+        plots.log_x_panel(ax, title, "image-steps (log)", zero_line=metric.startswith("suppression"))
+    title = ("shapes at opacity 1, quick ConvNet: mean ± sd over seeds (n per point); dotted: the log-linear "
+             "trend, x at the paper's 200 epochs (dashed line; a ResNet-18 there)")
+    return plots.study_figure_done(fig, axes, title, path)
 
 
 def main(path: str = "docs/study_axis.png", *dirs: str) -> None:

@@ -212,3 +212,23 @@ def show_in(out, fig, first: bool = False) -> None:
             out.clear_output(wait=True)
             display(fig)
     plt.close(fig)
+
+
+def log_x_panel(ax, title: str, xlabel: str, zero_line: bool = False) -> None:
+    """One panel of a study's figure against a log x axis (training length, noise volume): its title and
+    label, and a zero line for a paired difference."""
+    if zero_line:
+        ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+
+
+def study_figure_done(fig, axes, suptitle: str, path):
+    """A study figure's legend (first panel), title and layout, saved to ``path``; returns the path."""
+    from .. import rundir
+
+    axes[0].legend(fontsize=7)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return rundir.save_figure(fig, path)
