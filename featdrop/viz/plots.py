@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .. import rundir
 from ..data import records
 from ..views.audio import LogMel
 
@@ -226,8 +227,6 @@ def log_x_panel(ax, title: str, xlabel: str, zero_line: bool = False) -> None:
 
 def study_figure_done(fig, axes, suptitle: str, path):
     """A study figure's legend (first panel), title and layout, saved to ``path``; returns the path."""
-    from .. import rundir
-
     axes[0].legend(fontsize=7)
     fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
