@@ -13,14 +13,15 @@ length and views is a grid of its own (their cells' names are the same, their co
     featdrop grid --runs-dir runs/study29-axis/L3-expert overlay=shapes preset=quick views=expert \
         overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20                     # L3: 496,640
     featdrop grid --runs-dir runs/study29-axis/L3-viewmaker overlay=shapes preset=quick views=viewmaker \
-        game=simultaneous overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20   # L3 viewmaker: not run yet
+        game=simultaneous overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20
 
-then ``python scripts/study_axis.py docs/study_axis.png runs/study29-axis/L1 runs/study29-axis/L2 ...``
-(any run folders; runs are told apart by their image-steps; the game study's alternating runs are left
-out: the axis uses game=simultaneous). Image-steps = steps per epoch (drop_last) ×
-batch × epochs: the number of images a run's encoder stepped on. Suppression is paired within a length, views
-and seed: probe(opacity 0) − probe(opacity 1). The paper's regime, for the figure's arrow: 200 epochs of all
-50,000 images at batch 256 (9,984,000 image-steps) and a ResNet-18, which no point here has.
+then ``python scripts/study_axis.py docs/study_axis.png`` (the grids above that have finished runs), or
+``python scripts/study_axis.py PNG DIR ...`` for any run folders (runs are told apart by their image-steps;
+the game study's alternating runs are left out: the axis uses game=simultaneous). Image-steps = steps per
+epoch (drop_last) × batch × epochs: the number of images a run's encoder stepped on. Suppression is paired
+within a length, views and seed: probe(opacity 0) − probe(opacity 1). The paper's regime, for the figure's
+arrow: 200 epochs of all 50,000 images at batch 256 (9,984,000 image-steps) and a ResNet-18, which no point
+here has.
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def table(df: pd.DataFrame) -> str:
         first = cell.iloc[0]
         stat = [tables.mean_sd(cell[c])
                 for c in ("probe_main", "probe_alt", "alt_destroyed", "main_destroyed")]
-        rows.append(f"| {views} | {steps:,} ({first['subset']} × {first['epochs']}) | {len(cell)} | "
+        images = config.size(first["subset"]) or 50_000
+        rows.append(f"| {views} | {steps:,} ({images:,} × {first['epochs']}) | {len(cell)} | "
                     f"{sup[0]} | {sup[1]} | " + " | ".join(stat) + f" | {tables.mean_sd(cell.wall_s, 0)} |")
     return "\n".join(rows)
 
@@ -84,6 +86,28 @@ def trend(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | No
         return None
     slope, intercept = np.polyfit(np.log10(part.image_steps), part[metric], 1)
     return slope, slope * np.log10(PAPER_IMAGE_STEPS) + intercept
+
+
+def change(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | None:
+    """Longest minus shortest length's mean of ``metric`` (opacity 1) and its two-sided p: Welch's t-test
+    when both lengths have two runs or more; with one run at one end, the t-test of that run against the
+    other end's runs as a new draw (t = (x - mean) / (sd * sqrt(1 + 1/n)), n - 1 degrees of freedom). None
+    with fewer than two lengths; p NaN when neither end has a spread."""
+    from scipy import stats
+
+    part = df[(df.views == views) & (df.overlay_opacity > 0)].dropna(subset=[metric])
+    if part.image_steps.nunique() < 2:
+        return None
+    short = part[part.image_steps == part.image_steps.min()][metric].to_numpy(float)
+    long = part[part.image_steps == part.image_steps.max()][metric].to_numpy(float)
+    diff = long.mean() - short.mean()
+    if len(short) > 1 and len(long) > 1:
+        return diff, stats.ttest_ind(long, short, equal_var=False).pvalue
+    one, many = (long, short) if len(long) == 1 else (short, long)
+    if len(many) < 2 or many.std(ddof=1) == 0:
+        return diff, np.nan
+    t = (one[0] - many.mean()) / (many.std(ddof=1) * np.sqrt(1 + 1 / len(many)))
+    return diff, 2 * stats.t.sf(abs(t), len(many) - 1)
 
 
 def figure(df: pd.DataFrame, path: str):
@@ -121,10 +145,11 @@ def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
     print(table(df), "\n")
     for metric, _ in PANELS:
         for views in ("expert", "viewmaker"):
-            fit = trend(df, metric, views)
+            fit, moved = trend(df, metric, views), change(df, metric, views)
             if fit is not None:
-                print(f"{views} {metric}: {fit[0]:+.3f} per decade of image-steps; at the paper's "
-                      f"{PAPER_IMAGE_STEPS:,}: {fit[1]:.3f} (extrapolated)")
+                print(f"{views} {metric}: longest − shortest length {moved[0]:+.3f} (p {moved[1]:.2g}); "
+                      f"{fit[0]:+.3f} per decade of image-steps; at the paper's {PAPER_IMAGE_STEPS:,}: "
+                      f"{fit[1]:.3f} (extrapolated)")
     print(f"wrote {figure(df, path)}")
 
 
