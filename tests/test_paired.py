@@ -195,3 +195,36 @@ def test_study_script_pairs_each_budget_with_the_default_by_seed():
     # freedom, two-sided p = 1 − |t| / √(t² + 2) = 0.0742
     assert line.startswith("opacity 1, ε 0.1 against ε 0.05: class suppression -0.020 ± 0.010 over 3 seeds")
     assert line.endswith("(paired p 0.074)")
+
+
+def test_axis_script_tests_the_longest_length_against_the_shortest():
+    """scripts/study_axis.py's change along the training axis: one run at one end is a new draw against the
+    other end's seeds; two or more at both ends, Welch's t. Values by hand."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("study_axis", ROOT / "scripts" / "study_axis.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    def frame(short, long, middle=()):
+        rows = [dict(views="viewmaker", overlay_opacity=1.0, image_steps=steps, alt_destroyed=v)
+                for steps, values in ((100, short), (200, middle), (1000, long)) for v in values]
+        # a control run (opacity 0) at the longest length does not count
+        rows.append(dict(views="viewmaker", overlay_opacity=0.0, image_steps=1000, alt_destroyed=9.0))
+        return pd.DataFrame(rows)
+
+    # one run at the longest: t = (0.05 − 0.02) / (0.01 · √(1 + 1/3)) with 2 degrees of freedom, whose
+    # two-sided p is 1 − |t| / √(t² + 2); the middle length does not enter
+    diff, p = study.change(frame([0.01, 0.02, 0.03], [0.05], middle=[0.5]), "alt_destroyed", "viewmaker")
+    t = 0.03 / (0.01 * math.sqrt(4 / 3))
+    assert diff == pytest.approx(0.03) and p == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    # three at both ends with equal spread: Welch's df is 4 and t = 0.04 / √(2 · 0.01² / 3)
+    from scipy import stats
+
+    diff, p = study.change(frame([0.01, 0.02, 0.03], [0.05, 0.06, 0.07]), "alt_destroyed", "viewmaker")
+    assert diff == pytest.approx(0.04)
+    assert p == pytest.approx(2 * stats.t.sf(0.04 / math.sqrt(2 * 0.01 ** 2 / 3), 4))
+    assert study.change(frame([0.01, 0.02], []), "alt_destroyed", "viewmaker") is None
+    assert math.isnan(study.change(frame([0.02], [0.05]), "alt_destroyed", "viewmaker")[1])
