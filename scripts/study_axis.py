@@ -15,7 +15,10 @@ length and views is a grid of its own (their cells' names are the same, their co
     featdrop grid --runs-dir runs/study29-axis/L3-viewmaker overlay=shapes preset=quick views=viewmaker \
         game=simultaneous overlay_opacity=1.0,0 seed=0 subset=25000 epochs=20
 
-then ``python scripts/study_axis.py docs/study_axis.png`` (the grids above that have finished runs), or
+and seeds 1 and 2 of L2 and L3 in grids of their own beside them (``runs/study29-axis/L2-expert-s12``,
+``L2-viewmaker-s12``, ``L3-expert-s12``: the same commands with ``seed=1,2``), then ``python
+scripts/study_axis.py docs/study_axis.png`` (every grid under ``runs/study29-axis`` and the game study that
+has finished runs), or
 ``python scripts/study_axis.py PNG DIR ...`` for any run folders (runs are told apart by their image-steps;
 the game study's alternating runs are left out: the axis uses game=simultaneous). Image-steps = steps per
 epoch (drop_last) × batch × epochs: the number of images a run's encoder stepped on. Suppression is paired
@@ -78,14 +81,18 @@ def table(df: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
-def trend(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | None:
-    """Least squares of ``metric`` against log10(image-steps) over the runs of ``views`` (opacity 1): (slope
-    per decade, value predicted at the paper's image-steps); None with fewer than two lengths."""
+def trend(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float, float] | None:
+    """Least squares of ``metric`` against log10(image-steps) over the runs of ``views`` (opacity 1), every
+    seed a point: (slope per decade, value predicted at the paper's image-steps, two-sided p of the slope,
+    NaN with no residual degrees of freedom); None with fewer than two lengths."""
+    from scipy import stats
+
     part = df[(df.views == views) & (df.overlay_opacity > 0)].dropna(subset=[metric])
     if part.image_steps.nunique() < 2:
         return None
-    slope, intercept = np.polyfit(np.log10(part.image_steps), part[metric], 1)
-    return slope, slope * np.log10(PAPER_IMAGE_STEPS) + intercept
+    fit = stats.linregress(np.log10(part.image_steps.to_numpy(float)), part[metric].to_numpy(float))
+    p = fit.pvalue if len(part) > 2 else np.nan
+    return fit.slope, fit.slope * np.log10(PAPER_IMAGE_STEPS) + fit.intercept, p
 
 
 def change(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | None:
@@ -125,7 +132,7 @@ def figure(df: pd.DataFrame, path: str):
             fit = trend(df, metric, views)
             if fit is not None:
                 xs = np.array([x.min(), PAPER_IMAGE_STEPS])
-                slope, at_paper = fit
+                slope, at_paper, _ = fit
                 ys = at_paper + slope * (np.log10(xs) - np.log10(PAPER_IMAGE_STEPS))
                 ax.plot(xs, ys, color=colour, linestyle=":", linewidth=1)
                 ax.plot([PAPER_IMAGE_STEPS], [at_paper], marker="x", color=colour)
@@ -138,9 +145,8 @@ def figure(df: pd.DataFrame, path: str):
 
 def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
     if not dirs:  # the grids of the docstring that have finished runs
-        dirs = [d for d in ["runs/study29-game"] + [f"runs/study29-axis/L{n}-{views}" for n in (1, 2, 3)
-                                                    for views in ("expert", "viewmaker")]
-                if list(Path(d).glob("*/metrics.json"))]
+        dirs = [str(d) for d in [Path("runs/study29-game")] + sorted(Path("runs/study29-axis").glob("L*"))
+                if list(d.glob("*/metrics.json"))]
     df = load(dirs)
     print(table(df), "\n")
     for metric, _ in PANELS:
@@ -148,7 +154,8 @@ def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
             fit, moved = trend(df, metric, views), change(df, metric, views)
             if fit is not None:
                 print(f"{views} {metric}: longest − shortest length {moved[0]:+.3f} (p {moved[1]:.2g}); "
-                      f"{fit[0]:+.3f} per decade of image-steps; at the paper's {PAPER_IMAGE_STEPS:,}: "
+                      f"{fit[0]:+.3f} per decade of image-steps (p {fit[2]:.2g}); at the paper's "
+                      f"{PAPER_IMAGE_STEPS:,}: "
                       f"{fit[1]:.3f} (extrapolated)")
     print(f"wrote {figure(df, path)}")
 

@@ -228,3 +228,28 @@ def test_axis_script_tests_the_longest_length_against_the_shortest():
     assert p == pytest.approx(2 * stats.t.sf(0.04 / math.sqrt(2 * 0.01 ** 2 / 3), 4))
     assert study.change(frame([0.01, 0.02], []), "alt_destroyed", "viewmaker") is None
     assert math.isnan(study.change(frame([0.02], [0.05]), "alt_destroyed", "viewmaker")[1])
+
+
+def test_axis_script_trend_is_least_squares_on_log_image_steps_with_the_slopes_p():
+    """scripts/study_axis.py's trend: every opacity-1 run of the views a point at log10(image-steps).
+    Points (1, 0), (2, 1), (3, 3): slope 3 / 2, residuals 1/6, −1/3, 1/6, s² = (1/6) / 1, se = √(s² / 2),
+    t = 1.5 · √12 with 1 degree of freedom, whose two-sided p is 1 − 2·atan(t)/π."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("study_axis", ROOT / "scripts" / "study_axis.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    rows = [dict(views="viewmaker", overlay_opacity=1.0, image_steps=10 ** x, m=y)
+            for x, y in ((1, 0.0), (2, 1.0), (3, 3.0))]
+    rows += [dict(views="viewmaker", overlay_opacity=0.0, image_steps=10, m=50.0),  # a control: left out
+             dict(views="expert", overlay_opacity=1.0, image_steps=10, m=-50.0)]  # other views: left out
+    slope, at_paper, p = study.trend(pd.DataFrame(rows), "m", "viewmaker")
+    assert slope == pytest.approx(1.5)
+    assert at_paper == pytest.approx(4 / 3 + 1.5 * (math.log10(study.PAPER_IMAGE_STEPS) - 2))
+    assert p == pytest.approx(1 - 2 * math.atan(1.5 * math.sqrt(12)) / math.pi)
+    # two points: a line through both, no degrees of freedom left for a p
+    two = pd.DataFrame(rows[:2])
+    assert math.isnan(study.trend(two, "m", "viewmaker")[2])
+    assert study.trend(pd.DataFrame(rows[:1]), "m", "viewmaker") is None
