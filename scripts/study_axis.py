@@ -120,7 +120,7 @@ def change(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | N
 def figure(df: pd.DataFrame, path: str):
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.7))
     for ax, (metric, title) in zip(axes, PANELS):
-        for views, colour in (("expert", "C0"), ("viewmaker", "C3")):
+        for views, colour, dy in (("expert", "C0", 4), ("viewmaker", "C3", -10)):  # n labels above, below
             part = df[(df.views == views) & (df.overlay_opacity > 0)]
             if part[metric].isna().all():
                 continue
@@ -128,7 +128,7 @@ def figure(df: pd.DataFrame, path: str):
             x, mean, sd, n = g.mean().index, g.mean().values, g.std().fillna(0).values, g.count().values
             ax.errorbar(x, mean, yerr=sd, color=colour, marker="o", capsize=3, label=f"{views}")
             for xi, yi, ni in zip(x, mean, n):
-                ax.annotate(f"n={ni}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(f"n={ni}", (xi, yi), textcoords="offset points", xytext=(4, dy), fontsize=7)
             fit = trend(df, metric, views)
             if fit is not None:
                 xs = np.array([x.min(), PAPER_IMAGE_STEPS])
