@@ -95,8 +95,10 @@ def trend(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float, floa
     return fit.slope, fit.slope * np.log10(PAPER_IMAGE_STEPS) + fit.intercept, p
 
 
-def change(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | None:
-    """Longest minus shortest length's mean of ``metric`` (opacity 1) and its two-sided p: Welch's t-test
+def change(df: pd.DataFrame, metric: str, views: str, lengths: tuple[int, int] | None = None
+           ) -> tuple[float, float] | None:
+    """Longest minus shortest length's mean of ``metric`` (opacity 1), or ``lengths[1]``'s minus
+    ``lengths[0]``'s (image-steps), and its two-sided p: Welch's t-test
     when both lengths have two runs or more; with one run at one end, the t-test of that run against the
     other end's runs as a new draw (t = (x - mean) / (sd * sqrt(1 + 1/n)), n - 1 degrees of freedom). None
     with fewer than two lengths; p NaN when neither end has a spread."""
@@ -105,8 +107,9 @@ def change(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float] | N
     part = df[(df.views == views) & (df.overlay_opacity > 0)].dropna(subset=[metric])
     if part.image_steps.nunique() < 2:
         return None
-    short = part[part.image_steps == part.image_steps.min()][metric].to_numpy(float)
-    long = part[part.image_steps == part.image_steps.max()][metric].to_numpy(float)
+    first, last = lengths or (part.image_steps.min(), part.image_steps.max())
+    short = part[part.image_steps == first][metric].to_numpy(float)
+    long = part[part.image_steps == last][metric].to_numpy(float)
     diff = long.mean() - short.mean()
     if len(short) > 1 and len(long) > 1:
         return diff, stats.ttest_ind(long, short, equal_var=False).pvalue
@@ -157,6 +160,10 @@ def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
                       f"{fit[0]:+.3f} per decade of image-steps (p {fit[2]:.2g}); at the paper's "
                       f"{PAPER_IMAGE_STEPS:,}: "
                       f"{fit[1]:.3f} (extrapolated)")
+                steps = sorted(df[(df.views == views) & (df.overlay_opacity > 0)].image_steps.unique())
+                for a, b in zip(steps, steps[1:]):  # each length against the one before
+                    d, p = change(df, metric, views, (a, b))
+                    print(f"    {a:,} → {b:,}: {d:+.3f} (p {p:.2g})")
     print(f"wrote {figure(df, path)}")
 
 

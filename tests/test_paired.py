@@ -226,6 +226,11 @@ def test_axis_script_tests_the_longest_length_against_the_shortest():
     diff, p = study.change(frame([0.01, 0.02, 0.03], [0.05, 0.06, 0.07]), "alt_destroyed", "viewmaker")
     assert diff == pytest.approx(0.04)
     assert p == pytest.approx(2 * stats.t.sf(0.04 / math.sqrt(2 * 0.01 ** 2 / 3), 4))
+    # named lengths: the middle (one run, 0.5) against the shortest, a new draw against its three seeds
+    diff, p = study.change(frame([0.01, 0.02, 0.03], [0.05], middle=[0.5]), "alt_destroyed", "viewmaker",
+                           (100, 200))
+    t = 0.48 / (0.01 * math.sqrt(4 / 3))
+    assert diff == pytest.approx(0.48) and p == pytest.approx(1 - t / math.sqrt(t * t + 2))
     assert study.change(frame([0.01, 0.02], []), "alt_destroyed", "viewmaker") is None
     assert math.isnan(study.change(frame([0.02], [0.05]), "alt_destroyed", "viewmaker")[1])
 
