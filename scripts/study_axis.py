@@ -98,26 +98,38 @@ def trend(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float, floa
 def change(df: pd.DataFrame, metric: str, views: str, lengths: tuple[int, int] | None = None
            ) -> tuple[float, float] | None:
     """Longest minus shortest length's mean of ``metric`` (opacity 1), or ``lengths[1]``'s minus
-    ``lengths[0]``'s (image-steps), and its two-sided p: Welch's t-test
-    when both lengths have two runs or more; with one run at one end, the t-test of that run against the
-    other end's runs as a new draw (t = (x - mean) / (sd * sqrt(1 + 1/n)), n - 1 degrees of freedom). None
-    with fewer than two lengths; p NaN when neither end has a spread."""
-    from scipy import stats
-
+    ``lengths[0]``'s (image-steps), and its two-sided p (``compare``). None with fewer than two lengths."""
     part = df[(df.views == views) & (df.overlay_opacity > 0)].dropna(subset=[metric])
     if part.image_steps.nunique() < 2:
         return None
     first, last = lengths or (part.image_steps.min(), part.image_steps.max())
-    short = part[part.image_steps == first][metric].to_numpy(float)
-    long = part[part.image_steps == last][metric].to_numpy(float)
-    diff = long.mean() - short.mean()
-    if len(short) > 1 and len(long) > 1:
-        return diff, stats.ttest_ind(long, short, equal_var=False).pvalue
-    one, many = (long, short) if len(long) == 1 else (short, long)
+    return compare(part[part.image_steps == first][metric], part[part.image_steps == last][metric])
+
+
+def compare(before, after) -> tuple[float, float]:
+    """Mean of ``after`` minus mean of ``before`` and its two-sided p: Welch's t-test when both have two
+    values or more; with one value on one side, that value as a new draw from the other side's
+    distribution (t = (x - mean) / (sd * sqrt(1 + 1/n)), n - 1 degrees of freedom); p NaN when the side
+    with several values has no spread, or neither side has several."""
+    from scipy import stats
+
+    a, b = np.asarray(before, float), np.asarray(after, float)
+    diff = b.mean() - a.mean()
+    if len(a) > 1 and len(b) > 1:
+        return diff, stats.ttest_ind(b, a, equal_var=False).pvalue
+    one, many = (b, a) if len(b) == 1 else (a, b)
     if len(many) < 2 or many.std(ddof=1) == 0:
         return diff, np.nan
     t = (one[0] - many.mean()) / (many.std(ddof=1) * np.sqrt(1 + 1 / len(many)))
     return diff, 2 * stats.t.sf(abs(t), len(many) - 1)
+
+
+def views_gap(df: pd.DataFrame, metric: str, steps: int) -> tuple[float, float] | None:
+    """At one length: expert minus viewmaker mean of ``metric`` (opacity 1) and its p (``compare``); None
+    when either views has no run there. For suppression, a positive gap is the viewmaker suppressing less."""
+    part = df[(df.image_steps == steps) & (df.overlay_opacity > 0)].dropna(subset=[metric])
+    vm, ex = part[part.views == "viewmaker"][metric], part[part.views == "expert"][metric]
+    return compare(vm, ex) if len(vm) and len(ex) else None
 
 
 def figure(df: pd.DataFrame, path: str):
@@ -164,6 +176,11 @@ def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
                 for a, b in zip(steps, steps[1:]):  # each length against the one before
                     d, p = change(df, metric, views, (a, b))
                     print(f"    {a:,} → {b:,}: {d:+.3f} (p {p:.2g})")
+    for metric in ("suppression_main", "suppression_knn_main"):
+        for steps in sorted(df.image_steps.unique()):
+            gap = views_gap(df, metric, steps)
+            if gap is not None:
+                print(f"{metric} at {steps:,}: expert − viewmaker {gap[0]:+.3f} (p {gap[1]:.2g})")
     print(f"wrote {figure(df, path)}")
 
 

@@ -258,3 +258,23 @@ def test_axis_script_trend_is_least_squares_on_log_image_steps_with_the_slopes_p
     two = pd.DataFrame(rows[:2])
     assert math.isnan(study.trend(two, "m", "viewmaker")[2])
     assert study.trend(pd.DataFrame(rows[:1]), "m", "viewmaker") is None
+
+
+def test_axis_script_gap_between_views_is_expert_minus_viewmaker_at_one_length():
+    """scripts/study_axis.py's views_gap: at one length, opacity 1 only, Welch's t between the two views."""
+    import importlib.util
+
+    from conftest import ROOT
+    from scipy import stats
+
+    spec = importlib.util.spec_from_file_location("study_axis", ROOT / "scripts" / "study_axis.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    rows = [dict(views=v, overlay_opacity=1.0, image_steps=100, m=x)
+            for v, xs in (("expert", (0.06, 0.07, 0.08)), ("viewmaker", (0.03, 0.04, 0.05))) for x in xs]
+    rows += [dict(views="viewmaker", overlay_opacity=1.0, image_steps=200, m=9.0),  # another length
+             dict(views="expert", overlay_opacity=0.0, image_steps=100, m=9.0)]  # a control
+    diff, p = study.views_gap(pd.DataFrame(rows), "m", 100)
+    assert diff == pytest.approx(0.03)
+    assert p == pytest.approx(2 * stats.t.sf(0.03 / math.sqrt(2 * 0.01 ** 2 / 3), 4))
+    assert study.views_gap(pd.DataFrame(rows), "m", 200) is None  # no expert run at that length
