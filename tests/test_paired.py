@@ -173,15 +173,21 @@ def test_suppression_per_run_is_the_seed_by_seed_difference_the_table_averages()
     assert t.loc[(1.0, "expert"), "suppression_main"] == pytest.approx(per.mean())
 
 
-def test_study_script_pairs_each_budget_with_the_default_by_seed():
-    """scripts/study_dropout.py's budget effect: suppression(ε) − suppression(0.05), seed by seed."""
+def _script(name: str):
+    """scripts/<name>.py, loaded as a module (scripts/ is not a package)."""
     import importlib.util
 
     from conftest import ROOT
 
-    spec = importlib.util.spec_from_file_location("study_dropout", ROOT / "scripts" / "study_dropout.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+def test_study_script_pairs_each_budget_with_the_default_by_seed():
+    """scripts/study_dropout.py's budget effect: suppression(ε) − suppression(0.05), seed by seed."""
+    study = _script("study_dropout")
     rows, i = [], 0
     for budget, cost in ((0.05, (0.06, 0.07, 0.05)), (0.1, (0.04, 0.04, 0.04))):
         for seed in (0, 1, 2):
@@ -200,13 +206,7 @@ def test_study_script_pairs_each_budget_with_the_default_by_seed():
 def test_axis_script_tests_the_longest_length_against_the_shortest():
     """scripts/study_axis.py's change along the training axis: one run at one end is a new draw against the
     other end's seeds; two or more at both ends, Welch's t. Values by hand."""
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("study_axis", ROOT / "scripts" / "study_axis.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _script("study_axis")
 
     def frame(short, long, middle=()):
         rows = [dict(views="viewmaker", overlay_opacity=1.0, image_steps=steps, alt_destroyed=v)
@@ -239,13 +239,7 @@ def test_axis_script_trend_is_least_squares_on_log_image_steps_with_the_slopes_p
     """scripts/study_axis.py's trend: every opacity-1 run of the views a point at log10(image-steps).
     Points (1, 0), (2, 1), (3, 3): slope 3 / 2, residuals 1/6, −1/3, 1/6, s² = (1/6) / 1, se = √(s² / 2),
     t = 1.5 · √12 with 1 degree of freedom, whose two-sided p is 1 − 2·atan(t)/π."""
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("study_axis", ROOT / "scripts" / "study_axis.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _script("study_axis")
     rows = [dict(views="viewmaker", overlay_opacity=1.0, image_steps=10 ** x, m=y)
             for x, y in ((1, 0.0), (2, 1.0), (3, 3.0))]
     rows += [dict(views="viewmaker", overlay_opacity=0.0, image_steps=10, m=50.0),  # a control: left out
@@ -262,14 +256,9 @@ def test_axis_script_trend_is_least_squares_on_log_image_steps_with_the_slopes_p
 
 def test_axis_script_gap_between_views_is_expert_minus_viewmaker_at_one_length():
     """scripts/study_axis.py's views_gap: at one length, opacity 1 only, Welch's t between the two views."""
-    import importlib.util
-
-    from conftest import ROOT
     from scipy import stats
 
-    spec = importlib.util.spec_from_file_location("study_axis", ROOT / "scripts" / "study_axis.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _script("study_axis")
     rows = [dict(views=v, overlay_opacity=1.0, image_steps=100, m=x)
             for v, xs in (("expert", (0.06, 0.07, 0.08)), ("viewmaker", (0.03, 0.04, 0.05))) for x in xs]
     rows += [dict(views="viewmaker", overlay_opacity=1.0, image_steps=200, m=9.0),  # another length
