@@ -81,13 +81,19 @@ def table(df: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
+def treated(df: pd.DataFrame, views: str, metric: str | None = None) -> pd.DataFrame:
+    """The runs of ``views`` with the shape on (opacity > 0), less those missing ``metric`` if named."""
+    part = df[(df.views == views) & (df.overlay_opacity > 0)]
+    return part if metric is None else part.dropna(subset=[metric])
+
+
 def trend(df: pd.DataFrame, metric: str, views: str) -> tuple[float, float, float] | None:
     """Least squares of ``metric`` against log10(image-steps) over the runs of ``views`` (opacity 1), every
     seed a point: (slope per decade, value predicted at the paper's image-steps, two-sided p of the slope,
     NaN with no residual degrees of freedom); None with fewer than two lengths."""
     from scipy import stats
 
-    part = df[(df.views == views) & (df.overlay_opacity > 0)].dropna(subset=[metric])
+    part = treated(df, views, metric)
     if part.image_steps.nunique() < 2:
         return None
     fit = stats.linregress(np.log10(part.image_steps.to_numpy(float)), part[metric].to_numpy(float))
@@ -99,7 +105,7 @@ def change(df: pd.DataFrame, metric: str, views: str, lengths: tuple[int, int] |
            ) -> tuple[float, float] | None:
     """Longest minus shortest length's mean of ``metric`` (opacity 1), or ``lengths[1]``'s minus
     ``lengths[0]``'s (image-steps), and its two-sided p (``compare``). None with fewer than two lengths."""
-    part = df[(df.views == views) & (df.overlay_opacity > 0)].dropna(subset=[metric])
+    part = treated(df, views, metric)
     if part.image_steps.nunique() < 2:
         return None
     first, last = lengths or (part.image_steps.min(), part.image_steps.max())
@@ -127,8 +133,8 @@ def compare(before, after) -> tuple[float, float]:
 def views_gap(df: pd.DataFrame, metric: str, steps: int) -> tuple[float, float] | None:
     """At one length: expert minus viewmaker mean of ``metric`` (opacity 1) and its p (``compare``); None
     when either views has no run there. For suppression, a positive gap is the viewmaker suppressing less."""
-    part = df[(df.image_steps == steps) & (df.overlay_opacity > 0)].dropna(subset=[metric])
-    vm, ex = part[part.views == "viewmaker"][metric], part[part.views == "expert"][metric]
+    vm, ex = (part[part.image_steps == steps][metric]
+              for part in (treated(df, "viewmaker", metric), treated(df, "expert", metric)))
     return compare(vm, ex) if len(vm) and len(ex) else None
 
 
@@ -136,7 +142,7 @@ def figure(df: pd.DataFrame, path: str):
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.7))
     for ax, (metric, title) in zip(axes, PANELS):
         for views, colour, dy in (("expert", "C0", 4), ("viewmaker", "C3", -10)):  # n labels above, below
-            part = df[(df.views == views) & (df.overlay_opacity > 0)]
+            part = treated(df, views)
             if part[metric].isna().all():
                 continue
             g = part.groupby("image_steps")[metric]
@@ -170,9 +176,8 @@ def main(path: str = "docs/study_axis.png", *dirs: str) -> None:
             if fit is not None:
                 print(f"{views} {metric}: longest − shortest length {moved[0]:+.3f} (p {moved[1]:.2g}); "
                       f"{fit[0]:+.3f} per decade of image-steps (p {fit[2]:.2g}); at the paper's "
-                      f"{PAPER_IMAGE_STEPS:,}: "
-                      f"{fit[1]:.3f} (extrapolated)")
-                steps = sorted(df[(df.views == views) & (df.overlay_opacity > 0)].image_steps.unique())
+                      f"{PAPER_IMAGE_STEPS:,}: {fit[1]:.3f} (extrapolated)")
+                steps = sorted(treated(df, views).image_steps.unique())
                 for a, b in zip(steps, steps[1:]):  # each length against the one before
                     d, p = change(df, metric, views, (a, b))
                     print(f"    {a:,} → {b:,}: {d:+.3f} (p {p:.2g})")
